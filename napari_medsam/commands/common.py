@@ -1,0 +1,30 @@
+"""Options shared by several verbs: model, device, preset, cache."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="litemedsam",
+                   help="'litemedsam' (built in) or the path of a SAM/MedSAM checkpoint")
+    p.add_argument("--model-type", default=None, choices=["litemedsam", "sam_vit_b", "medsam_vit_b"],
+                   help="kind of checkpoint given with --model PATH (guessed from the name)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--preset", default="auto",
+                   help="intensity preset: auto, as-is, mri, ct-soft-tissue, ct-lung, ct-bone, "
+                        "ct-brain, ct-abdomen, ct-custom:LEVEL,WIDTH")
+    p.add_argument("--cache-dir", default=None,
+                   help="on-disk embedding cache folder (default: the per-user cache)")
+    p.add_argument("--no-disk-cache", action="store_true", help="keep embeddings in memory only")
+
+
+def make_predictor(args):
+    """Predictor from the parsed model options."""
+    from ..core.embeddings import EmbeddingCache, default_cache_dir
+    from ..core.model import default_device, load_model
+    from ..core.predictor import Predictor
+
+    model = load_model(args.model, device=args.device or default_device(), model_type=args.model_type)
+    disk = None if args.no_disk_cache else (args.cache_dir or default_cache_dir() / "embeddings")
+    return Predictor(model, EmbeddingCache(disk_dir=disk))

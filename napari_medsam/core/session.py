@@ -1,0 +1,206 @@
+"""Session: what both front ends drive. An image or volume, prompts with undo, commit to labels.
+
+The front ends only translate events (a click, a box, a key) into these verbs and show the
+returned numpy masks; every model call, cache and label bookkeeping happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CancelledError, InputError, NoImageError
+from .intensity import Preset, get_preset
+from .predictor import Prediction, Predictor, validate_image
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class PromptState:
+    """Prompts of the object being drawn, and the mask they gave."""
+
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+    logits: np.ndarray | None = None  # low-res logits, fed back on the next click
+    mask: np.ndarray | None = None
+    score: float = 0.0
+
+
+class Session:
+    """One image or volume being annotated.
+
+    Args:
+        predictor: the predictor to use (default LiteMedSAM with a memory cache).
+        preset: intensity preset name for the image (CT window, mri, auto...).
+    """
+
+    def __init__(self, predictor: Predictor | None = None, preset: str | Preset = "auto"):
+        self.predictor = predictor if predictor is not None else Predictor()
+        self.preset = get_preset(preset)
+        self.image: np.ndarray | None = None
+        self.is_volume = False
+        self.bounds: tuple[float, float] | None = None
+        self.labels: np.ndarray | None = None
+        self.current_slice = 0
+        self._history: list[PromptState] = [PromptState()]
+
+    # ---- image -----------------------------------------------------------------------------
+    def set_image(
+        self, image: np.ndarray, is_volume: bool | None = None, preset: str | Preset | None = None
+    ) -> None:
+        """Load a 2D image (H, W[, 3]) or a volume / 2D+t sequence (Z, Y, X). Nothing is encoded."""
+        image = np.asarray(image)
+        if is_volume is None:
+            is_volume = image.ndim == 3 and image.shape[-1] not in (3, 4)
+        if preset is not None:
+            self.preset = get_preset(preset)
+        if is_volume:
+            if image.ndim != 3 or min(image.shape) < 1 or image.size == 0:
+                raise InputError(f"A volume must be (slices, rows, columns), got {image.shape}.")
+            validate_image(image[0])
+            if image.dtype.kind == "f" and not np.isfinite(image).all():
+                raise InputError("The volume has NaN or infinite voxels. Fill them before segmenting.")
+            self.bounds = self.preset.bounds(image)
+        else:
+            image = validate_image(image)
+            self.bounds = None
+        self.image, self.is_volume = image, bool(is_volume)
+        shape = image.shape if is_volume else image.shape[:2]
+        self.labels = np.zeros(shape, dtype=np.uint16)
+        self.current_slice = image.shape[0] // 2 if is_volume else 0
+        self.reset_prompts()
+
+    def _require_image(self) -> np.ndarray:
+        if self.image is None:
+            raise NoImageError("No image is loaded: open an image or volume first.")
+        return self.image
+
+    @property
+    def n_slices(self) -> int:
+        return self._require_image().shape[0] if self.is_volume else 1
+
+    def slice_image(self, z: int | None = None) -> np.ndarray:
+        image = self._require_image()
+        if not self.is_volume:
+            return image
+        z = self.current_slice if z is None else z
+        if not 0 <= z < image.shape[0]:
+            raise InputError(f"Slice {z} is outside the volume (0 to {image.shape[0] - 1}).")
+        return image[z]
+
+    def embed(self, z: int | None = None) -> str:
+        """Make slice `z` (or the 2D image) current in the predictor, encoding it if not cached."""
+        return self.predictor.set_image(self.slice_image(z), self.preset, self.bounds)
+
+    def is_embedded(self, z: int) -> bool:
+        key = self.predictor.image_key(self.slice_image(z), self.preset, self.bounds)
+        return key in self.predictor.cache
+
+    def slice_order(self, start: int | None = None) -> list[int]:
+        """Slices from `start` outward: start, start+1, start-1, start+2, ..."""
+        n = self.n_slices
+        start = self.current_slice if start is None else start
+        order = [start]
+        for step in range(1, n):
+            order += [z for z in (start + step, start - step) if 0 <= z < n]
+        return order
+
+    def embed_all(
+        self,
+        slices: Iterable[int] | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> int:
+        """Embed many slices (default: current slice first, then outward). Returns how many.
+
+        Raises CancelledError when `cancel()` turns true; slices already done stay cached.
+        """
+        order = list(slices) if slices is not None else self.slice_order()
+        for i, z in enumerate(order):
+            if cancel is not None and cancel():
+                raise CancelledError(f"Embedding cancelled after {i} of {len(order)} slices.")
+            self.predictor.set_image(self.slice_image(z), self.preset, self.bounds)
+            if progress is not None:
+                progress(i + 1, len(order))
+        return len(order)
+
+    # ---- prompts ---------------------------------------------------------------------------
+    def set_slice(self, z: int) -> None:
+        """Move to slice z; prompts of an uncommitted object are dropped."""
+        if self.is_volume and z != self.current_slice:
+            self.slice_image(z)
+            self.current_slice = int(z)
+            self.reset_prompts()
+
+    @property
+    def state(self) -> PromptState:
+        return self._history[-1]
+
+    @property
+    def preview(self) -> np.ndarray | None:
+        """The current (uncommitted) mask of the slice, or None."""
+        return self.state.mask
+
+    def add_point(self, x: float, y: float, positive: bool = True) -> np.ndarray:
+        """Add a click and return the new preview mask."""
+        s = self.state
+        new = PromptState(s.points + [(float(x), float(y))], s.labels + [int(bool(positive))], s.box)
+        return self._run(new, feed_back=s.logits)
+
+    def set_box(self, box) -> np.ndarray:
+        """Set (replace) the box of the current object and return the preview mask."""
+        box = tuple(float(v) for v in np.asarray(box, dtype=float).reshape(4))
+        s = self.state
+        return self._run(PromptState(list(s.points), list(s.labels), box), feed_back=None)
+
+    def _run(self, new: PromptState, feed_back: np.ndarray | None) -> np.ndarray:
+        self.embed()
+        pred = self.predict_state(new, feed_back)
+        new.logits, new.mask, new.score = pred.low_res_logits[0], pred.masks[0], float(pred.scores[0])
+        self._history.append(new)
+        return new.mask
+
+    def predict_state(self, st: PromptState, feed_back: np.ndarray | None = None) -> Prediction:
+        """Decode a prompt state on the current embedding."""
+        pts = np.asarray(st.points, dtype=float) if st.points else None
+        labels = np.asarray(st.labels) if st.points else None
+        mask_in = feed_back if (feed_back is not None and st.points) else None
+        return self.predictor.predict(points=pts, labels=labels, box=st.box, mask_input=mask_in)
+
+    def undo(self) -> np.ndarray | None:
+        """Drop the last prompt; returns the previous preview (None when no prompt is left)."""
+        if len(self._history) > 1:
+            self._history.pop()
+        return self.state.mask
+
+    def reset_prompts(self) -> None:
+        """Forget the prompts and preview of the current object."""
+        self._history = [PromptState()]
+
+    # ---- labels ----------------------------------------------------------------------------
+    def next_label(self) -> int:
+        labels = self.labels if self.labels is not None else np.zeros(1, np.uint16)
+        return int(labels.max()) + 1
+
+    def commit(self, label: int | None = None, mask: np.ndarray | None = None) -> int:
+        """Write the preview (or `mask`) into the labels with a new id; never overwrites objects.
+
+        Returns:
+            The label id used. Raises InputError when there is nothing to commit.
+        """
+        self._require_image()
+        mask = self.preview if mask is None else np.asarray(mask, bool)
+        if mask is None or not mask.any():
+            raise InputError("Nothing to commit: the current mask is empty. Add a box or a click.")
+        label = self.next_label() if label is None else int(label)
+        target = self.labels[self.current_slice] if self.is_volume else self.labels
+        if mask.shape != target.shape:
+            raise InputError(f"Mask {mask.shape} does not fit the slice {target.shape}.")
+        target[mask & (target == 0)] = label
+        self.reset_prompts()
+        return label

@@ -1,0 +1,65 @@
+"""Save/load small learned parts (LoRA adapters, auto heads) as safetensors + JSON metadata.
+
+No pickle anywhere: tensors go to `*.safetensors`, everything else to `metadata.json`. Metadata
+always names the base model and its weights hash so a mismatch is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import CheckpointError
+
+METADATA_FILE = "metadata.json"
+
+
+def write_metadata(folder: str | Path, metadata: dict) -> Path:
+    """Atomically write `metadata.json` (adds `created` when missing)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **metadata}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(metadata, handle, indent=1, sort_keys=True)
+    os.replace(tmp, folder / METADATA_FILE)
+    return folder / METADATA_FILE
+
+
+def read_metadata(folder: str | Path) -> dict:
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {METADATA_FILE}: it is not a napari-medsam "
+                              "adapter or head folder.")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is damaged ({exc}); restore it or train again.") from exc
+
+
+def check_base_model(metadata: dict, model, what: str = "adapter") -> None:
+    """Refuse an adapter/head trained on other base weights, in plain words."""
+    want = metadata.get("base_model_sha256")
+    if want and want != model.weights_sha256:
+        raise CheckpointError(
+            f"This {what} was trained for the model '{metadata.get('base_model', '?')}' "
+            f"(weights {want[:12]}...), but the loaded model is '{model.model_id}' "
+            f"(weights {model.weights_sha256[:12]}...). Load the matching model or retrain it."
+        )
+
+
+def replace_folder(tmp_folder: str | Path, final: str | Path) -> Path:
+    """Move a fully written folder into place, keeping the old one until the new one is there."""
+    final, tmp_folder = Path(final), Path(tmp_folder)
+    backup = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(final, backup)
+    os.replace(tmp_folder, final)
+    shutil.rmtree(backup, ignore_errors=True)
+    return final
