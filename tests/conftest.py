@@ -1,0 +1,59 @@
+"""Shared fixtures: the real dev data beside the repo, and one loaded LiteMedSAM per test session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("NAPARI_MEDSAM_DATA", REPO.parent / "shared" / "data"))
+TRAIN_DIR = Path(os.environ.get("NAPARI_MEDSAM_TRAIN", REPO.parent / "shared" / "train"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data beside the repo; tests that need it skip only when it is absent."""
+    if not (DATA_DIR / "manifest.json").is_file():
+        pytest.skip(f"real dev data not found at {DATA_DIR}")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def manifest(data_dir) -> list[dict]:
+    return json.loads((data_dir / "manifest.json").read_text())["pairs"]
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The built-in LiteMedSAM on the CPU, loaded once."""
+    from napari_medsam.core.model import load_model
+
+    return load_model("litemedsam", device="cpu")
+
+
+@pytest.fixture
+def predictor(model):
+    """A fresh predictor (memory-only cache) over the shared model."""
+    from napari_medsam.core.embeddings import EmbeddingCache
+    from napari_medsam.core.predictor import Predictor
+
+    return Predictor(model, EmbeddingCache())
+
+
+def load_pair(data_dir: Path, pair: dict):
+    """(image, label map) of one manifest pair, in core layout."""
+    from napari_medsam.core.io import read_image
+
+    image = read_image(data_dir / pair["image"]).data
+    labels = np.asarray(read_image(data_dir / pair["mask"]).data)
+    return image, labels
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Keep the per-user cache of the test run out of the home folder."""
+    os.environ.setdefault("NAPARI_MEDSAM_CACHE", str(tmp_path_factory.mktemp("user-cache")))
