@@ -8,7 +8,8 @@ import argparse
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="litemedsam",
                    help="'litemedsam' (built in) or the path of a SAM/MedSAM checkpoint")
-    p.add_argument("--model-type", default=None, choices=["litemedsam", "sam_vit_b", "medsam_vit_b"],
+    p.add_argument("--model-type", default=None,
+                   choices=["litemedsam", "sam_vit_b", "medsam_vit_b"],
                    help="kind of checkpoint given with --model PATH (guessed from the name)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--preset", default="auto",
@@ -17,6 +18,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="on-disk embedding cache folder (default: the per-user cache)")
     p.add_argument("--no-disk-cache", action="store_true", help="keep embeddings in memory only")
+    p.add_argument("--no-click-adapter", action="store_true",
+                   help="do not load the shipped click adapter (clicks then use the box-only "
+                        "base model; also $NAPARI_MEDSAM_CLICK_ADAPTER=0)")
+    p.add_argument("--adapter", default=None,
+                   help="a LoRA adapter folder (or registry name) to use instead of the click "
+                        "adapter (see `napari-medsam adapters list`)")
 
 
 def make_predictor(args):
@@ -25,6 +32,12 @@ def make_predictor(args):
     from ..core.model import default_device, load_model
     from ..core.predictor import Predictor
 
-    model = load_model(args.model, device=args.device or default_device(), model_type=args.model_type)
+    clicks = False if getattr(args, "no_click_adapter", False) else None
+    model = load_model(args.model, device=args.device or default_device(),
+                       model_type=args.model_type, use_click_adapter=clicks)
+    if getattr(args, "adapter", None):
+        from ..core.adapters import adapters_of, find_adapter
+
+        adapters_of(model).load(find_adapter(args.adapter))
     disk = None if args.no_disk_cache else (args.cache_dir or default_cache_dir() / "embeddings")
     return Predictor(model, EmbeddingCache(disk_dir=disk))

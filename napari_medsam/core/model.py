@@ -215,6 +215,7 @@ def load_model(
     device: str | torch.device = "cpu",
     model_type: str | None = None,
     verify: bool = True,
+    use_click_adapter: bool | None = None,
 ) -> SamModel:
     """Load a model by registry name or by checkpoint path.
 
@@ -223,6 +224,9 @@ def load_model(
         device: torch device to run on.
         model_type: for a path: "litemedsam", "sam_vit_b" or "medsam_vit_b"; guessed when None.
         verify: check the built-in weights' sha256.
+        use_click_adapter: load the shipped click (point-prompt) adapter onto LiteMedSAM; None
+            follows $NAPARI_MEDSAM_CLICK_ADAPTER (on unless "0"/"off"). Boxes alone still use
+            the base model. See docs/adapters.md.
     """
     name = str(name_or_path)
     if name == DEFAULT_MODEL:
@@ -262,7 +266,12 @@ def load_model(
         weights_sha256=sha,
         checkpoint_path=str(path),
     )
-    return model.to(device)
+    model.to(device)
+    if model_id == DEFAULT_MODEL:
+        from .adapters import attach_click_adapter
+
+        attach_click_adapter(model, use_click_adapter)
+    return model
 
 
 def _guess_kind(path: Path) -> str:

@@ -1,0 +1,355 @@
+"""LoRA adapters (peft) on a SamModel: inject, save, load with a base-model check, switch.
+
+An adapter folder holds peft's `adapter_config.json` + `adapter_model.safetensors` and our
+`metadata.json` (base model id and weights hash, targets, rank, modality, training-set size,
+validation Dice before/after, date, training recipe). No pickle anywhere.
+
+Adapters are injected in place into the model's own modules, so a `Predictor` over the model uses
+the active adapter with no other change. Switching between decoder-only adapters keeps every
+cached embedding valid; an adapter that touches the image encoder sets `model.encoder_tag`, which
+is part of the embedding cache key, so embeddings are recomputed for it and never mixed up.
+
+Adapters whose metadata says `"box_prompts": "base"` (the shipped click adapter) are skipped for
+prompts made of boxes only: the base model was trained for boxes, the adapter for clicks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, InputError
+from .storage import check_base_model, read_metadata, replace_folder, write_metadata
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+# peft matches a string target_modules as a full regex on module names of `_Heads`
+DECODER_TARGETS = (r"mask_decoder\.(transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)"
+                   r"|output_hypernetworks_mlps\.\d+\.layers\.\d+)")
+ENCODER_TARGETS = r"image_encoder\..*attn\.qkv"
+TARGETS = {"decoder": DECODER_TARGETS, "encoder": f"({ENCODER_TARGETS})|({DECODER_TARGETS})"}
+
+
+class _Heads(torch.nn.Module):
+    """The model's three modules under one root, so peft can address them by name."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.image_encoder = model.image_encoder
+        self.prompt_encoder = model.prompt_encoder
+        self.mask_decoder = model.mask_decoder
+
+
+def lora_config(targets: str = "decoder", rank: int = 4, alpha: float | None = None,
+                dropout: float = 0.0):
+    """A peft LoraConfig for "decoder" (attention + MLP linears) or "encoder" (+ TinyViT qkv)."""
+    from peft import LoraConfig
+
+    if targets not in TARGETS:
+        raise InputError(f"Adapter targets must be 'decoder' or 'encoder', not '{targets}'.")
+    return LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else 2 * rank),
+                      lora_dropout=dropout, target_modules=TARGETS[targets], bias="none")
+
+
+def touches_encoder(config) -> bool:
+    return "image_encoder" in str(config.target_modules)
+
+
+class Adapters:
+    """The adapters loaded into one model; at most one is active at a time.
+
+    Get it with `adapters_of(model)`; do not build it directly.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.peft = None  # peft.PeftModel over _Heads(model), made on first use
+        self.metadata: dict[str, dict] = {}
+        self.active: str | None = None
+
+    # ---- inventory ---------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.metadata)
+
+    def is_encoder(self, name: str) -> bool:
+        return touches_encoder(self.peft.peft_config[name])
+
+    # ---- create / load / remove -----------------------------------------------------------------
+    def _add(self, name: str, config) -> None:
+        if name in self.metadata:
+            raise InputError(f"An adapter named '{name}' is already loaded; choose another name.")
+        if self.peft is None:
+            from peft import PeftModel
+
+            self.peft = PeftModel(_Heads(self.model), config, adapter_name=name)
+        else:
+            self.peft.add_adapter(name, config)
+
+    def create(self, name: str, targets: str = "decoder", rank: int = 4,
+               alpha: float | None = None, init_from: str | None = None
+               ) -> dict[str, torch.nn.Parameter]:
+        """Inject a fresh adapter (LoRA B = 0: outputs unchanged), make it active and trainable.
+
+        Args:
+            init_from: name of a loaded adapter of the same shape to start from (its weights
+                are copied), e.g. the click adapter, so fine-tuning keeps what it knows.
+
+        Returns:
+            The trainable parameters by name.
+        """
+        config = lora_config(targets, rank, alpha)
+        if init_from is not None:
+            src = self.peft.peft_config[init_from]
+            config = lora_config(targets, src.r, src.lora_alpha)
+            if touches_encoder(src) and targets == "decoder":
+                config = lora_config("encoder", src.r, src.lora_alpha)
+        self._add(name, config)
+        self.metadata[name] = {"targets": "encoder" if touches_encoder(config) else "decoder",
+                               "rank": config.r}
+        if init_from is not None:
+            params = self.parameters(name)
+            with torch.no_grad():
+                for key, value in self.parameters(init_from).items():
+                    params[key.replace(f".{init_from}.", f".{name}.")].copy_(value)
+        self.activate(name)
+        self.peft.base_model.set_adapter(name, inference_mode=False)
+        return self.parameters(name)
+
+    def parameters(self, name: str) -> dict[str, torch.nn.Parameter]:
+        """The LoRA tensors of adapter `name`, by peft's parameter name."""
+        tag = f".{name}."
+        return {k: p for k, p in self.peft.named_parameters() if tag in k and "lora_" in k}
+
+    def load(self, folder: str | Path, name: str | None = None, activate: bool = True) -> str:
+        """Load an adapter folder (checked against the base model); returns its name."""
+        folder = Path(folder)
+        meta = read_metadata(folder)
+        check_base_model(meta, self.model)
+        if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise CheckpointError(f"{folder} is missing {CONFIG_FILE} or {WEIGHTS_FILE}: "
+                                  "it is not a complete adapter. Train or copy it again.")
+        name = name or meta.get("name") or folder.name
+        if name in self.metadata:
+            self.remove(name)
+        try:
+            if self.peft is None:
+                from peft import PeftModel
+
+                self.peft = PeftModel.from_pretrained(_Heads(self.model), str(folder),
+                                                      adapter_name=name, is_trainable=False)
+            else:
+                self.peft.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        except (ValueError, RuntimeError, KeyError, OSError) as exc:
+            raise CheckpointError(f"The adapter in {folder} could not be loaded ({exc}). "
+                                  "It may be damaged or made for another model.") from exc
+        self.metadata[name] = meta
+        if activate:
+            self.activate(name)
+        elif self.active is None:
+            self.activate(None)
+        return name
+
+    def remove(self, name: str) -> None:
+        """Unload adapter `name`; the base model is active afterwards if it was active."""
+        if name not in self.metadata:
+            return
+        active = None if self.active == name else self.active
+        del self.metadata[name]
+        if not self.metadata:
+            self.peft.unload()  # puts the original layers back in the model's own modules
+            self.peft = None
+        else:
+            self.peft.base_model.set_adapter(active or self.names[0])
+            self.peft.delete_adapter(name)
+        self.activate(active)
+
+    # ---- switching ---------------------------------------------------------------------------
+    def activate(self, name: str | None) -> None:
+        """Make adapter `name` active, or none (the base model) with None. No re-encoding is
+        needed unless the adapter (or the previous one) changes the image encoder."""
+        if name is not None and name not in self.metadata:
+            loaded = ", ".join(self.names) or "none"
+            raise InputError(f"No adapter named '{name}' is loaded (loaded: {loaded}).")
+        if self.peft is not None:
+            if name is None:
+                self.peft.base_model.disable_adapter_layers()
+            else:
+                self.peft.base_model.enable_adapter_layers()
+                self.peft.base_model.set_adapter(name, inference_mode=True)
+        self.active = name
+        self.model.encoder_tag = self._encoder_tag(name) if name and self.is_encoder(name) else ""
+
+    def _encoder_tag(self, name: str) -> str:
+        digest = hashlib.sha256()
+        for key, value in sorted(self.parameters(name).items()):
+            if "image_encoder" in key:
+                digest.update(key.encode())
+                digest.update(value.detach().float().cpu().numpy().tobytes())
+        return f"lora-{digest.hexdigest()[:16]}"
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run the base model inside this block, whatever adapter is active."""
+        if self.peft is None or self.active is None:
+            yield
+            return
+        self.peft.base_model.disable_adapter_layers()
+        try:
+            yield
+        finally:
+            self.peft.base_model.enable_adapter_layers()
+
+    def routed(self, has_points: bool) -> contextlib.AbstractContextManager:
+        """Use the base model for box-only prompts when the active adapter asks for it."""
+        meta = self.metadata.get(self.active or "", {})
+        if has_points or meta.get("box_prompts") != "base":
+            return contextlib.nullcontext()
+        return self.disabled()
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save(self, name: str, folder: str | Path, metadata: dict | None = None) -> Path:
+        """Write adapter `name` to `folder` atomically: peft files + metadata.json.
+
+        The old folder (if any) is replaced only once the new one is complete.
+        """
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+        try:
+            self.peft.save_pretrained(str(tmp), selected_adapters=[name])
+            written = tmp / name if (tmp / name / CONFIG_FILE).is_file() else tmp
+            meta = {**self.metadata.get(name, {}), **(metadata or {})}
+            meta.update(name=meta.get("name") or folder.name,
+                        base_model=self.model.model_id,
+                        base_model_sha256=self.model.weights_sha256,
+                        format="peft-lora")
+            write_metadata(written, meta)
+            (written / "README.md").unlink(missing_ok=True)
+            self.metadata[name] = meta
+            return replace_folder(written, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def adapters_of(model) -> Adapters:
+    """The `Adapters` of a model (made on first use, kept on the model)."""
+    found = getattr(model, "adapters", None)
+    if not isinstance(found, Adapters):
+        found = Adapters(model)
+        model.adapters = found
+    return found
+
+
+def routed(model, has_points: bool):
+    """Context for one decode: box-only prompts skip a click-only adapter (see `Adapters`)."""
+    found = getattr(model, "adapters", None)
+    return found.routed(has_points) if isinstance(found, Adapters) else contextlib.nullcontext()
+
+
+# ---- the shipped click adapter -------------------------------------------------------------------
+CLICK_ADAPTER_NAME = "click"
+CLICK_ADAPTER_ENV = "NAPARI_MEDSAM_CLICK_ADAPTER"
+
+
+def click_adapter_dir() -> Path:
+    """Folder of the click adapter shipped in the package."""
+    return Path(__file__).resolve().parents[1] / "resources" / "adapters" / CLICK_ADAPTER_NAME
+
+
+def click_adapter_wanted(flag: bool | None = None) -> bool:
+    """`flag` when given, else $NAPARI_MEDSAM_CLICK_ADAPTER ("0", "off", "false", "no": off)."""
+    if flag is not None:
+        return bool(flag)
+    return os.environ.get(CLICK_ADAPTER_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def attach_click_adapter(model, flag: bool | None = None) -> str | None:
+    """Load and activate the shipped click adapter on LiteMedSAM (when wanted and present)."""
+    folder = click_adapter_dir()
+    if not click_adapter_wanted(flag) or not (folder / CONFIG_FILE).is_file():
+        return None
+    return adapters_of(model).load(folder, name=CLICK_ADAPTER_NAME)
+
+
+# ---- registry: a folder of adapters per modality ------------------------------------------------
+REGISTRY_ENV = "NAPARI_MEDSAM_ADAPTERS"
+
+
+@dataclass
+class AdapterInfo:
+    """One adapter folder found in the registry (or shipped in the package)."""
+
+    name: str
+    modality: str
+    path: Path
+    metadata: dict
+    shipped: bool = False
+
+
+def registry_dir() -> Path:
+    """The user's adapter registry: $NAPARI_MEDSAM_ADAPTERS, else
+    ~/.local/share/napari-medsam/adapters; adapters live in <registry>/<modality>/<name>/."""
+    root = os.environ.get(REGISTRY_ENV) or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+        "napari-medsam", "adapters")
+    return Path(root)
+
+
+def registry_path(name: str, modality: str = "any", root: str | Path | None = None) -> Path:
+    """Where an adapter called `name` for `modality` is kept in the registry."""
+    for part in (name, modality):
+        if not part or "/" in part or "\\" in part or part.startswith("."):
+            raise InputError(f"'{part}' cannot be used as an adapter or modality name.")
+    return Path(root or registry_dir()) / modality.lower() / name
+
+
+def _info(folder: Path, shipped: bool) -> AdapterInfo | None:
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    try:
+        meta = read_metadata(folder)
+    except CheckpointError:
+        return None
+    return AdapterInfo(meta.get("name") or folder.name, meta.get("modality", "any"), folder,
+                       meta, shipped)
+
+
+def list_adapters(root: str | Path | None = None) -> list[AdapterInfo]:
+    """The shipped adapters and every adapter in the registry, by modality then name."""
+    found = []
+    shipped = click_adapter_dir().parent
+    if shipped.is_dir():
+        found += [i for f in sorted(shipped.iterdir()) if (i := _info(f, True))]
+    root = Path(root or registry_dir())
+    if root.is_dir():
+        for modality in sorted(p for p in root.iterdir() if p.is_dir()):
+            found += [i for f in sorted(modality.iterdir())
+                      if f.is_dir() and (i := _info(f, False))]
+    return found
+
+
+def find_adapter(name_or_path: str | Path, root: str | Path | None = None) -> Path:
+    """An adapter folder from a path, "modality/name" or a unique name in the registry."""
+    path = Path(name_or_path).expanduser()
+    if (path / CONFIG_FILE).is_file():
+        return path
+    text = str(name_or_path)
+    matches = [i for i in list_adapters(root)
+               if text in (i.name, f"{i.modality}/{i.name}", i.path.name)]
+    if len(matches) == 1:
+        return matches[0].path
+    if not matches:
+        where = Path(root or registry_dir())
+        raise CheckpointError(f"No adapter '{text}' was found (not a folder with {CONFIG_FILE}, "
+                              f"nor in the registry {where}). See `napari-medsam adapters list`.")
+    where = ", ".join(f"{i.modality}/{i.name}" for i in matches)
+    raise InputError(f"Several adapters are called '{text}' ({where}); give modality/name.")
