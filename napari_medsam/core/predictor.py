@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .adapters import routed
 from .embeddings import Embedding, EmbeddingCache, make_key, pixel_hash
 from .errors import InputError, NoImageError
 from .intensity import Preset, get_preset
@@ -193,14 +194,15 @@ class Predictor:
             pts = (pts[0].expand(n, -1, -1), pts[1].expand(n, -1))
         if masks_t is not None and len(masks_t) != n:
             masks_t = masks_t.expand(n, -1, -1, -1)
-        sparse, dense = self.model.prompt_encoder(points=pts, boxes=boxes_t, masks=masks_t)
-        logits, iou = self.model.mask_decoder(
-            image_embeddings=self.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
+        with routed(self.model, has_points=pts is not None):  # click adapter: boxes stay base
+            sparse, dense = self.model.prompt_encoder(points=pts, boxes=boxes_t, masks=masks_t)
+            logits, iou = self.model.mask_decoder(
+                image_embeddings=self.features,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
         if multimask:
             best = iou.argmax(dim=1)
             idx = torch.arange(len(best), device=best.device)
