@@ -48,6 +48,7 @@ class Session:
         self.labels: np.ndarray | None = None
         self.current_slice = 0
         self._history: list[PromptState] = [PromptState()]
+        self.corrections = None  # a corrections.CorrectionStore: every commit is saved there
 
     # ---- image -----------------------------------------------------------------------------
     def set_image(
@@ -202,5 +203,9 @@ class Session:
         if mask.shape != target.shape:
             raise InputError(f"Mask {mask.shape} does not fit the slice {target.shape}.")
         target[mask & (target == 0)] = label
+        if self.corrections is not None:  # saved at once: never lose an annotation
+            from .corrections import record_commit
+
+            record_commit(self.corrections, self, mask, label)
         self.reset_prompts()
         return label
