@@ -10,7 +10,7 @@ import sys
 from . import __version__
 
 # module name in napari_medsam.commands; each defines `register(subparsers)`
-COMMANDS = ["segment", "embed", "evaluate"]
+COMMANDS = ["segment", "embed", "evaluate", "finetune", "adapters"]
 
 
 def build_parser() -> argparse.ArgumentParser:
