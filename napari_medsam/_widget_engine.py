@@ -1,0 +1,166 @@
+"""What the dock widget runs off the UI thread: model loading, session building, embedding.
+
+No Qt here. `embed_job` is a generator run by `napari.qt.threading`; it yields small messages
+the widget shows (progress) or takes over (the loaded model, the built session). Embeddings are
+computed with `Predictor.compute_embedding` and stored in the shared cache, so the predictor the
+user is clicking with on the UI thread keeps its current embedding while slices fill in.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .core.embeddings import EmbeddingCache, default_cache_dir
+from .core.predictor import Predictor
+from .core.session import Session
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to run: registry name or checkpoint path, its kind, device and options."""
+
+    name: str = "litemedsam"
+    model_type: str | None = None
+    device: str = "cpu"
+    profile: str | None = None
+    adapter: str | None = None  # adapter folder, None for the base model
+
+
+def optional_core(name: str):
+    """`napari_medsam.core.<name>` when that module exists (built by other parts), else None."""
+    try:
+        return importlib.import_module(f"napari_medsam.core.{name}")
+    except ImportError:
+        return None
+
+
+def shipped_adapters() -> dict[str, str]:
+    """Adapter folders bundled in resources/adapters (name -> folder)."""
+    root = Path(__file__).parent / "resources" / "adapters"
+    if optional_core("adapters") is None or not root.is_dir():
+        return {}
+    return {p.name: str(p) for p in sorted(root.iterdir()) if (p / "metadata.json").is_file()}
+
+
+def profile_names() -> list[str]:
+    """Execution profiles offered by core/profiles.py (empty when that module is absent)."""
+    mod = optional_core("profiles")
+    for attr in ("profile_names", "list_profiles", "available_profiles"):
+        fn = getattr(mod, attr, None)
+        if callable(fn):
+            return [str(n) for n in fn()]
+    names = getattr(mod, "PROFILES", None)
+    return [str(n) for n in names] if names else []
+
+
+class Engine:
+    """The loaded model and the embedding cache shared by every image in the widget.
+
+    Args:
+        cache_dir: on-disk embedding cache (default: the per-user cache), so reopening an
+            image reuses its embeddings; None with `disk=False` keeps them in memory only.
+    """
+
+    def __init__(self, cache_dir: str | Path | None = None, disk: bool = True):
+        disk_dir = (cache_dir or default_cache_dir() / "embeddings") if disk else None
+        self.cache = EmbeddingCache(disk_dir=disk_dir)
+        self.spec: ModelSpec | None = None
+        self.model = None
+
+    def use(self, model, spec: ModelSpec) -> None:
+        """Adopt an already loaded model for `spec` (tests, scripts)."""
+        self.model, self.spec = model, spec
+
+    def load(self, spec: ModelSpec):
+        """The model for `spec`, loaded (off the UI thread) only when it changed."""
+        if self.model is not None and self.spec == spec:
+            return self.model
+        def base(s: ModelSpec | None):
+            return s and (s.name, s.model_type, s.device, s.profile)
+
+        if self.model is None or base(self.spec) != base(spec):
+            self.model = _load(spec)
+        _set_adapter(self.model, spec.adapter)
+        self.spec = spec
+        return self.model
+
+
+def _load(spec: ModelSpec):
+    profiles = optional_core("profiles")
+    loader = getattr(profiles, "load_profile_model", None) if spec.profile else None
+    if callable(loader):
+        return loader(spec.name, profile=spec.profile, device=spec.device,
+                      model_type=spec.model_type)
+    from .core.model import load_model
+
+    return load_model(spec.name, device=spec.device, model_type=spec.model_type)
+
+
+def _set_adapter(model, folder: str | None) -> None:
+    mod = optional_core("adapters")
+    if mod is None:
+        return
+    adapters = mod.adapters_of(model)
+    if folder is None:
+        adapters.activate(None)
+        return
+    adapters.activate(adapters.load(folder))
+
+
+@dataclass
+class EmbedRequest:
+    """One embedding run: the image, how to see it, and which slices.
+
+    `want` returns the slice the user is looking at; for a volume it is embedded first and the
+    rest nearest-first, so the slice under the cursor is ready as soon as possible.
+    """
+
+    engine: Engine
+    spec: ModelSpec
+    data: np.ndarray
+    is_volume: bool
+    preset: str
+    session: Session | None = None
+    all_slices: bool = False
+    want: Callable[[], int] = field(default=lambda: 0)
+
+
+def build_session(model, cache: EmbeddingCache, data, is_volume: bool, preset: str) -> Session:
+    session = Session(Predictor(model, cache), preset=preset)
+    session.set_image(data, is_volume=is_volume)
+    return session
+
+
+def embed_job(req: EmbedRequest) -> Iterator[tuple]:
+    """Load, build, embed. Yields ("status", text), ("model", m), ("session", s) and
+    ("progress", done, total, z); stops cleanly between slices when the worker is quit."""
+    if req.engine.model is None or req.engine.spec != req.spec:
+        yield ("status", "Loading the model…")
+    model = req.engine.load(req.spec)
+    yield ("model", model)
+    session = req.session
+    if session is None or session.predictor.model is not model:
+        yield ("status", "Preparing the image…")
+        session = build_session(model, req.engine.cache, req.data, req.is_volume, req.preset)
+        yield ("session", session)
+    n = session.n_slices
+    pending = set(range(n)) if req.all_slices else {min(max(int(req.want()), 0), n - 1)}
+    total, done = len(pending), 0
+    yield ("progress", 0, total, -1)
+    predictor = session.predictor
+    while pending:
+        want = min(max(int(req.want()), 0), n - 1)
+        z = min(pending, key=lambda k: (abs(k - want), k))
+        pending.discard(z)
+        image = session.slice_image(z)
+        key = predictor.image_key(image, session.preset, session.bounds)
+        if key not in predictor.cache:
+            entry = predictor.compute_embedding(image, session.preset, session.bounds)
+            predictor.cache.put(key, entry)
+        done += 1
+        yield ("progress", done, total, z)

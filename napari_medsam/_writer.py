@@ -1,0 +1,34 @@
+"""napari writer: a Labels layer to NIfTI (with the image's affine) or, for 2D, PNG/TIFF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from ._reader import image_data_of
+from .core.errors import InputError
+from .core.io import write_labels
+
+
+def save_labels(path: str | Path, labels_layer) -> Path:
+    """Write a Labels layer's data atomically; geometry comes from the layer's metadata.
+
+    Args:
+        path: .nii/.nii.gz (any dimensionality) or .png/.tif (2D only).
+        labels_layer: a napari Labels layer (or anything with `.data` and `.metadata`).
+    """
+    data = np.asarray(labels_layer.data)
+    if data.ndim not in (2, 3):
+        raise InputError(f"Labels with {data.ndim} dimensions cannot be saved; expected 2D or 3D.")
+    like = image_data_of(labels_layer, data)
+    if data.ndim == 3 and str(path).lower().endswith((".png", ".tif", ".tiff")):
+        raise InputError("A PNG or TIFF holds one 2D slice: save a volume as .nii.gz instead.")
+    return write_labels(path, data, like)
+
+
+def napari_write_labels(path: str, data, meta: dict) -> list[str]:
+    """npe2 writer entry: (path, data, meta) from napari's save dialog."""
+    layer = SimpleNamespace(data=data, metadata=meta.get("metadata") or {}, rgb=False)
+    return [str(save_labels(path, layer))]

@@ -1,0 +1,231 @@
+"""The napari dock widget on real images: boxes, clicks, accept, undo, volumes, cancel, save.
+
+Runs under Xvfb (pytest-xvfb) with the real LiteMedSAM; every mask is checked against ground
+truth (CAMUS, PH2) or the sample CT's TotalSegmentator reference (a silver standard).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_medsam._sample_data import sample_ct  # noqa: E402
+from napari_medsam._widget import MedSAMWidget, launch  # noqa: E402
+from napari_medsam._widget_annotation import _rect  # noqa: E402
+from napari_medsam._widget_engine import Engine  # noqa: E402
+from napari_medsam.core.io import read_image  # noqa: E402
+from napari_medsam.core.metrics import bbox, dice  # noqa: E402
+from napari_medsam.sample import sample_label_names, sample_labels_path  # noqa: E402
+
+pytestmark = pytest.mark.gui
+CAMUS = "echo/camus/images/patient0027_2CH_ED.png"
+PH2 = "dermoscopy/ph2/images/IMD002.png"
+WAIT_MS = 120_000
+
+
+def make_widget(viewer, model, cache_dir) -> MedSAMWidget:
+    widget = MedSAMWidget(viewer, engine=Engine(cache_dir=cache_dir))
+    widget.options.device_combo.setCurrentText("cpu")
+    widget.engine.use(model, widget.spec())
+    viewer.window.add_dock_widget(widget, name="MedSAM")
+    return widget
+
+
+def add_box(ann, mask: np.ndarray, z: int | None = None) -> None:
+    """Draw the ground truth's bounding box (5 px margin) as a user would, in the Shapes layer."""
+    x0, y0, x1, y1 = bbox(mask, 5)
+    ann.boxes.add_rectangles([_rect((x0, y0, x1, y1), z)])
+
+
+def settle(qtbot, widget) -> None:
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+
+
+def pair(data_dir: Path, rel: str):
+    image = read_image(data_dir / rel).data
+    truth = np.asarray(read_image(data_dir / rel.replace("/images/", "/masks/")).data)
+    return image, truth
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, model, tmp_path, qtbot):
+    w = make_widget(viewer, model, tmp_path / "emb")
+    yield w
+    w.cancel()
+    settle(qtbot, w)
+
+
+def test_box_on_gray_echo_two_objects_undo(widget, viewer, data_dir, qtbot, tmp_path):
+    image, truth = pair(data_dir, CAMUS)
+    viewer.add_image(image, name="echo")
+    ann = widget.current
+    assert ann is not None and not ann.is_volume
+    add_box(ann, truth == 1)  # left ventricle: the first box starts the embedding
+    settle(qtbot, widget)
+    lv = ann.preview.data.astype(bool)
+    # measured 0.93 here; LiteMedSAM box Dice on all 40 dev CAMUS images: LV 0.907
+    assert dice(lv, truth == 1) > 0.85
+    box_mask = lv.copy()
+    ys, xs = np.nonzero(truth == 1)
+    ann.points.add([ys.mean(), xs.mean()])  # a positive click refines the same object
+    assert ann.points.features["positive"].tolist() == [True]
+    assert widget.last_latency_ms is not None
+    widget.undo()  # drops the click: back to the box-only mask
+    assert len(ann.points.data) == 0
+    assert np.array_equal(ann.preview.data.astype(bool), box_mask)
+    assert widget.accept() == 1
+    assert not ann.preview.data.any()  # the preview is emptied once accepted
+
+    add_box(ann, truth == 3)  # left atrium, a second object
+    assert widget.accept() == 2
+    labels = np.asarray(ann.labels.data)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert dice(labels == 1, truth == 1) > 0.85
+    assert dice(labels == 2, truth == 3) > 0.85  # measured 0.93
+    assert np.array_equal(labels == 1, lv & (labels == 1))  # object 1 was not overwritten
+
+    out = widget.save_labels(tmp_path / "echo_labels.png")
+    assert np.array_equal(np.asarray(read_image(out).data), labels)
+
+
+def test_rgb_negative_click_and_disk_cache(widget, viewer, model, data_dir, qtbot, tmp_path):
+    image, truth = pair(data_dir, PH2)
+    assert image.ndim == 3
+    layer = viewer.add_image(image, name="skin", rgb=True)
+    ann = widget.current
+    add_box(ann, truth > 0)
+    settle(qtbot, widget)
+    mask = ann.preview.data.astype(bool)
+    assert dice(mask, truth > 0) > 0.9  # measured 0.95; PH2 dev mean 0.949
+    ys, xs = np.nonzero(mask)
+    widget.negative_check.setChecked(True)  # clicks now exclude
+    ann.points.add([ys.mean(), xs.mean()])
+    assert ann.points.features["positive"].tolist() == [False]
+    assert ann.preview.data.astype(bool).sum() < mask.sum()
+    widget.clear()
+    assert len(ann.points.data) == 0 and len(ann.boxes.data) == 0 and not ann.preview.data.any()
+
+    # reopening the image reuses the on-disk embedding: no encoder run
+    viewer.layers.remove(layer)
+    other = make_widget(viewer, model, tmp_path / "emb")
+    viewer.add_image(image, name="skin again", rgb=True)
+    other.compute_embeddings()
+    settle(qtbot, other)
+    assert other.current.session.predictor.encoder_calls == 0
+    assert other.current.is_ready()
+
+
+def test_volume_slice_by_slice_one_object(widget, viewer, qtbot, tmp_path):
+    data, kwargs, _ = sample_ct()[0]
+    viewer.add_image(data, **kwargs)
+    ann = widget.current
+    assert ann.is_volume and widget.preset() == "ct-soft-tissue"
+    ref = np.asarray(read_image(sample_labels_path()).data)
+    liver = ref == {v: k for k, v in sample_label_names().items()}["liver"]
+    z = int(np.argmax(liver.sum(axis=(1, 2))))
+    for step in (z, z + 1):
+        viewer.dims.set_current_step(0, step)
+        assert ann.current_z == step
+        add_box(ann, liver[step], step)
+        settle(qtbot, widget)
+        # measured 0.93 / 0.94 against TotalSegmentator's liver (model output, silver standard)
+        assert dice(ann.preview.data[step] > 0, liver[step]) > 0.85
+    assert sorted(ann.drafts) == [z, z + 1]
+    viewer.dims.set_current_step(0, z)  # back: the box of slice z is still there
+    assert ann.has_prompts(z)
+    label = widget.accept()
+    labels = np.asarray(ann.labels.data)
+    assert label == 1 and set(np.nonzero(labels.any(axis=(1, 2)))[0]) == {z, z + 1}
+    assert dice(labels[z] == 1, liver[z]) > 0.85
+
+    import nibabel as nib
+
+    out = widget.save_labels(tmp_path / "ct_labels.nii.gz")
+    saved = nib.load(str(out))
+    assert np.allclose(saved.affine, kwargs["metadata"]["affine"])
+    assert np.array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), labels)
+
+
+def test_cancel_embedding_keeps_what_is_done(widget, viewer, qtbot):
+    data, kwargs, _ = sample_ct()[0]
+    viewer.add_image(data, **kwargs)
+    ann = widget.current
+    widget.compute_embeddings()
+    assert widget.busy and widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.progress_done[0] >= 1, timeout=WAIT_MS)
+    widget.cancel()
+    settle(qtbot, widget)
+    done, total = widget.progress_done
+    assert total == data.shape[0] and 1 <= done < total
+    assert "stopped" in widget.messages[-1][1]
+    assert ann.is_ready(ann.current_z)  # the slice on screen came first
+    assert widget.compute_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_errors_are_plain_messages_and_keep_prompts(widget, viewer, data_dir, qtbot):
+    widget.accept()  # no image yet
+    assert "No image is selected" in widget.messages[-1][1]
+    image, truth = pair(data_dir, CAMUS)
+    viewer.add_image(image, name="echo")
+    widget.accept()  # nothing drawn
+    assert "Nothing to accept" in widget.messages[-1][1]
+    widget.options.add_checkpoint("/nonexistent/medsam.pth")
+    widget._on_settings_changed()
+    ann = widget.current
+    add_box(ann, truth == 1)
+    settle(qtbot, widget)
+    level, text = widget.messages[-1]
+    assert level == "error" and "not found" in text
+    assert len(ann.boxes.data) == 1  # the box the user drew is still there
+    viewer.add_image(np.zeros((2, 3, 8, 8)), name="4d")
+    widget.image_combo.setCurrentIndex(widget.image_combo.count() - 1)
+    assert "4 dimensions" in widget.messages[-1][1]
+
+
+def test_launch_docks_widget_with_sample(viewer):
+    _, widget = launch(viewer=viewer, block=False)
+    assert isinstance(widget, MedSAMWidget)
+    assert widget.image_layer is not None and widget.current.is_volume
+    assert widget.preset() == "ct-soft-tissue"
+
+
+def test_screenshot_with_mask(make_napari_viewer, model, tmp_path, qtbot):
+    from qtpy.QtGui import QGuiApplication
+
+    if QGuiApplication.platformName() != "xcb":
+        pytest.skip("canvas screenshots need an X server (Xvfb) with QT_QPA_PLATFORM=xcb")
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 860)
+    widget = make_widget(viewer, model, tmp_path / "emb")
+    data, kwargs, _ = sample_ct()[0]
+    viewer.add_image(data, **kwargs)
+    ann = widget.current
+    ref = np.asarray(read_image(sample_labels_path()).data)
+    names = {v: k for k, v in sample_label_names().items()}
+    organs = ("liver", "spleen", "kidney_right")
+    z = int(np.argmax(np.min([(ref == names[o]).sum(axis=(1, 2)) for o in organs], axis=0)))
+    viewer.dims.set_current_step(0, z)
+    for organ in organs:
+        add_box(ann, ref[z] == names[organ], z)
+        settle(qtbot, widget)
+        if organ != "kidney_right":
+            widget.accept()  # two accepted objects and one live preview with its box
+    widget.box_mode()
+    viewer.reset_view()
+    path = Path(os.environ.get("NAPARI_MEDSAM_SCREENSHOT") or tmp_path / "screenshot.png")
+    shot = viewer.screenshot(str(path), canvas_only=False, flash=False)
+    assert path.is_file() and shot.shape[0] > 400
+    canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    yellow = (canvas[..., 0] > 150) & (canvas[..., 1] > 120) & (canvas[..., 2] < 90)
+    assert yellow.sum() > 200  # the preview mask is drawn on the canvas, not a black frame
