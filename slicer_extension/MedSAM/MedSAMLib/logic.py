@@ -339,6 +339,19 @@ class MedSAMLogic:
         return nodes.add_volume(scene, array, geo.matrix_from_affine(data.affine), base)
 
 
+_SHARED: MedSAMLogic | None = None
+
+
+def shared_logic(factory: Callable[[], MedSAMLogic] | None = None) -> MedSAMLogic:
+    """The one Logic of the Slicer session, shared by the module panel and the effect (one
+    model in memory, one embedding cache). `factory` builds it on first use (the module passes
+    its subclass with a parameter node)."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = (factory or MedSAMLogic)()
+    return _SHARED
+
+
 def _scene():
     import slicer
 
