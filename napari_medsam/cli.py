@@ -10,7 +10,8 @@ import sys
 from . import __version__
 
 # module name in napari_medsam.commands; each defines `register(subparsers)`
-COMMANDS = ["segment", "embed", "evaluate", "finetune", "adapters"]
+COMMANDS = ["demo", "segment", "embed", "evaluate", "propagate", "auto", "train_head", "finetune",
+            "adapters"]
 
 
 def build_parser() -> argparse.ArgumentParser:

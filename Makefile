@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` (main job on the built-in model + bundled sample)
+# and `make test` (the whole test suite). Both create the virtual environment they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-core test-slicer lint bench system-deps clean
+
+run: $(STAMP)
+	$(PY) -m napari_medsam.cli demo
+
+test: system-deps $(STAMP)
+	$(PY) -m ruff check napari_medsam tests benchmarks scripts slicer_extension
+	$(PY) -m pytest -ra
+	$(MAKE) test-slicer
+
+test-core: $(STAMP)
+	$(PY) -m pytest -ra -m "not gui"
+
+test-slicer:
+	@if [ -f scripts/test_slicer.sh ]; then bash scripts/test_slicer.sh; fi
+
+lint: $(STAMP)
+	$(PY) -m ruff check napari_medsam tests benchmarks scripts slicer_extension
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_core.py
+
+system-deps:
+	@bash scripts/install_system_deps.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .venv-slicer .pytest_cache
