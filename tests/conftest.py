@@ -1,4 +1,4 @@
-"""Shared fixtures: the real dev data beside the repo, and one loaded LiteMedSAM per test session."""
+"""Shared fixtures: the real dev data beside the repo, one LiteMedSAM loaded per test run."""
 
 from __future__ import annotations
 

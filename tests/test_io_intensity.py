@@ -33,7 +33,9 @@ def test_png_round_trip_and_errors(tmp_path):
     out = write_labels(tmp_path / "m.png", labels)
     np.testing.assert_array_equal(read_image(out).data, labels)
     with pytest.raises(InputError, match="do not match"):
-        write_labels(tmp_path / "x.nii.gz", labels, like=read_image(out).__class__(np.zeros((3, 3))))
+        write_labels(
+            tmp_path / "x.nii.gz", labels, like=read_image(out).__class__(np.zeros((3, 3)))
+        )
     with pytest.raises(InputError, match="Unsupported"):
         write_labels(tmp_path / "x.xyz", labels)
     with pytest.raises(InputError, match="not found"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import load_pair
+
 from napari_medsam.core.errors import InputError, NoImageError
 from napari_medsam.core.metrics import bbox, dice
 

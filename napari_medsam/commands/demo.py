@@ -16,11 +16,14 @@ ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "stomach", "aorta")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="segment the bundled sample CT (or open napari on it)",
-                       description="Segment organs of the bundled TotalSegmentator sample CT from "
-                       "boxes, print Dice against its reference labels and write an overlay PNG. "
-                       "With a display (and napari installed) it opens napari instead, unless "
-                       "--headless is given.")
+    p = sub.add_parser(
+        "demo",
+        help="segment the bundled sample CT (or open napari on it)",
+        description="Segment organs of the bundled TotalSegmentator sample CT from "
+        "boxes, print Dice against its reference labels and write an overlay PNG. "
+        "With a display (and napari installed) it opens napari instead, unless "
+        "--headless is given.",
+    )
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("-o", "--output", default="out/demo_overlay.png", help="overlay PNG to write")
     p.add_argument("--device", default=None, help="cpu or cuda")
@@ -36,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             from .._widget import launch
         except ImportError:
-            print("napari is not installed (pip install 'napari-medsam[napari]'); running headless.")
+            print(
+                "napari is not installed (pip install 'napari-medsam[napari]'); running headless."
+            )
         else:
             launch()
             return 0
@@ -59,13 +64,14 @@ def run_headless(output: str, device: str | None = None) -> int:
     cache = EmbeddingCache(disk_dir=default_cache_dir() / "embeddings")
     session = Session(Predictor(model, cache), preset="ct-soft-tissue")
     session.set_image(ct.data, is_volume=True)
-    organ_ids = [names[o] for o in ORGANS if names.get(o) in np.unique(ref)]
-    areas = [(ref == i).sum(axis=(1, 2)) for i in organ_ids]
+    present = set(np.unique(ref).tolist())
+    organs = [(o, names[o]) for o in ORGANS if names.get(o) in present]
+    areas = [(ref == i).sum(axis=(1, 2)) for _, i in organs]
     z = int(np.argmax(np.sum([a > 0 for a in areas], axis=0) * 1e6 + np.sum(areas, axis=0)))
     session.set_slice(z)
     print(f"LiteMedSAM on the sample CT {ct.data.shape} (slices, rows, cols), slice {z}:")
     results = []
-    for organ, oid in zip(ORGANS, organ_ids):
+    for organ, oid in organs:
         truth = ref[z] == oid
         if truth.sum() < 20:
             continue
@@ -73,9 +79,13 @@ def run_headless(output: str, device: str | None = None) -> int:
         results.append(dice(mask, truth))
         session.commit()
         print(f"  {organ:<14} Dice vs reference labels {results[-1]:.3f}")
-    print(f"mean Dice {np.mean(results):.3f} over {len(results)} organs "
-          "(reference = TotalSegmentator model output, a silver standard)")
-    path = write_overlay(output, session.preset.apply(ct.data[z], session.bounds), session.labels[z])
+    print(
+        f"mean Dice {np.mean(results):.3f} over {len(results)} organs "
+        "(reference = TotalSegmentator model output, a silver standard)"
+    )
+    path = write_overlay(
+        output, session.preset.apply(ct.data[z], session.bounds), session.labels[z]
+    )
     print(f"overlay written to {path}")
     return 0
 
@@ -92,7 +102,8 @@ def write_overlay(path: str, image01: np.ndarray, labels: np.ndarray) -> str:
         colour = rng.integers(60, 256, 3)
         rgb[labels == lab] = 0.5 * rgb[labels == lab] + 0.5 * colour
     img = Image.fromarray(rgb.astype(np.uint8)).resize(
-        (labels.shape[1] * 4, labels.shape[0] * 4), Image.NEAREST)
+        (labels.shape[1] * 4, labels.shape[0] * 4), Image.NEAREST
+    )
     from pathlib import Path
 
     target = Path(path)

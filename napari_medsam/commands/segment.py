@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from .common import add_model_options, make_predictor
 
 
 def register(sub) -> None:
-    p = sub.add_parser("segment", help="segment one object from a box and/or clicks",
-                       description="Segment one object in a 2D image or one slice of a volume. "
-                       "Coordinates are image pixels (x = column, y = row).")
+    p = sub.add_parser(
+        "segment",
+        help="segment one object from a box and/or clicks",
+        description="Segment one object in a 2D image or one slice of a volume. "
+        "Coordinates are image pixels (x = column, y = row).",
+    )
     p.add_argument("image", help="PNG/TIFF/JPEG/BMP image, NIfTI volume or DICOM folder")
     p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"))
-    p.add_argument("--point", nargs=3, type=float, action="append", default=[],
-                   metavar=("X", "Y", "LABEL"), help="a click; LABEL 1 positive, 0 negative "
-                   "(repeat for several)")
-    p.add_argument("--slice", type=int, default=None,
-                   help="slice index (volumes); default: the middle slice")
-    p.add_argument("-o", "--output", required=True,
-                   help="output mask: .png/.tif for 2D, .nii.gz keeps the volume's geometry")
+    p.add_argument(
+        "--point",
+        nargs=3,
+        type=float,
+        action="append",
+        default=[],
+        metavar=("X", "Y", "LABEL"),
+        help="a click; LABEL 1 positive, 0 negative (repeat for several)",
+    )
+    p.add_argument(
+        "--slice", type=int, default=None, help="slice index (volumes); default: the middle slice"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output mask: .png/.tif for 2D, .nii.gz keeps the volume's geometry",
+    )
     add_model_options(p)
     p.set_defaults(func=run)
 

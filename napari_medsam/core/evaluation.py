@@ -71,7 +71,9 @@ def iter_targets(
         preset = suggest_preset(img.data, pair.get("modality", ""))
         if not img.is_volume:
             for label in np.unique(gt)[1:]:
-                yield Target(name, pair["case"], int(label), None, img.data, gt == label, preset, None)
+                yield Target(
+                    name, pair["case"], int(label), None, img.data, gt == label, preset, None
+                )
             continue
         bounds = preset.bounds(img.data)
         per_slice: dict[int, list[int]] = defaultdict(list)
@@ -83,7 +85,9 @@ def iter_targets(
                 per_slice[int(z)].append(int(label))
         for z in sorted(per_slice):
             for label in per_slice[z]:
-                yield Target(name, pair["case"], label, z, img.data[z], gt[z] == label, preset, bounds)
+                yield Target(
+                    name, pair["case"], label, z, img.data[z], gt[z] == label, preset, bounds
+                )
 
 
 def evaluate_boxes(
@@ -106,8 +110,15 @@ def evaluate_boxes(
 
 
 def record(t: Target, prompt: str, value: float, **extra) -> dict:
-    return {"dataset": t.dataset, "case": t.case, "label": t.label, "slice": t.slice,
-            "prompt": prompt, "dice": round(float(value), 5), **extra}
+    return {
+        "dataset": t.dataset,
+        "case": t.case,
+        "label": t.label,
+        "slice": t.slice,
+        "prompt": prompt,
+        "dice": round(float(value), 5),
+        **extra,
+    }
 
 
 def summarize(records: list[dict], key: str = "dice") -> dict[tuple[str, int, str], dict]:

@@ -90,7 +90,9 @@ def get_preset(name: str | Preset | None = "auto") -> Preset:
         if width <= 0:
             raise InputError(f"CT window width must be positive, got {width:g}.")
         return Preset(name, "window", level=level, width=width)
-    raise InputError(f"Unknown intensity preset '{name}'. Choose one of: {', '.join(PRESET_NAMES)}.")
+    raise InputError(
+        f"Unknown intensity preset '{name}'. Choose one of: {', '.join(PRESET_NAMES)}."
+    )
 
 
 def suggest_preset(data: np.ndarray, modality: str = "") -> Preset:

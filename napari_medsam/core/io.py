@@ -94,7 +94,11 @@ def _read_nifti(path: Path) -> ImageData:
             f"{path.name} has {arr.ndim} dimensions {arr.shape}; napari-medsam reads 2D images "
             "and 3D volumes (or 2D+t as T slices). Split multi-channel/4D files first."
         )
-    if arr.dtype.kind == "f" or img.dataobj.slope not in (1, None) or img.dataobj.inter not in (0, None):
+    if (
+        arr.dtype.kind == "f"
+        or img.dataobj.slope not in (1, None)
+        or img.dataobj.inter not in (0, None)
+    ):
         arr = np.asarray(img.get_fdata(dtype=np.float32))
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     data = np.ascontiguousarray(np.transpose(arr, (2, 1, 0)))
@@ -135,11 +139,13 @@ def _read_dicom(path: Path) -> ImageData:
     slices.sort(key=lambda d: int(d.get("InstanceNumber", 0) or 0))
     if all(hasattr(d, "ImagePositionPatient") for d in slices):
         slices.sort(key=lambda d: float(np.dot(_dicom_normal(d), d.ImagePositionPatient)))
-    vol = np.stack([
-        d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
-        + float(getattr(d, "RescaleIntercept", 0))
-        for d in slices
-    ])
+    vol = np.stack(
+        [
+            d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
+            + float(getattr(d, "RescaleIntercept", 0))
+            for d in slices
+        ]
+    )
     affine = _dicom_affine(slices)
     spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))[::-1]
     if len(slices) == 1:
