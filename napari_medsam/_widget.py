@@ -9,34 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ._widget_annotation import Annotation
 from ._widget_engine import EmbedRequest, Engine, ModelSpec, embed_job
-from ._widget_options import OptionsBox
+from ._widget_ui import build_panel
 from .core.errors import InputError, MedSAMError
-from .core.intensity import CT_WINDOWS, get_preset, suggest_preset
+from .core.intensity import get_preset, suggest_preset
 
-SHORTCUTS = {
+SHORTCUTS = {  # napari key names; C is bound on the prompt layers only (auto-contrast on images)
     "accept": ("Enter", "C"),
     "clear": ("Escape",),
     "undo": ("Control-Z",),
     "next_object": ("N",),
 }
-PRESETS = ("auto", "as-is", "mri", *CT_WINDOWS, "ct-custom:40,400")
 
 
 class MedSAMWidget(QWidget):
@@ -51,7 +37,7 @@ class MedSAMWidget(QWidget):
         self._failed = False
         self.progress_done = (0, 0)
         self.messages: list[tuple[str, str]] = []
-        self._build()
+        build_panel(self)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_images)
         layers.events.removed.connect(self._on_layer_removed)
@@ -63,83 +49,6 @@ class MedSAMWidget(QWidget):
         self._refresh_images()
 
     # ---- UI ----------------------------------------------------------------------------------
-    def _build(self) -> None:
-        root = QVBoxLayout(self)
-        form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.currentIndexChanged.connect(self._on_image_selected)
-        form.addRow("Image", self.image_combo)
-        self.options = OptionsBox(self, form)
-        self.preset_combo = QComboBox()
-        self.preset_combo.setEditable(True)
-        self.preset_combo.addItems(PRESETS)
-        self.preset_combo.setToolTip("How intensities are mapped before the model sees them: a "
-                                     "CT window, MRI percentiles, or the image range (auto).")
-        self.preset_combo.activated.connect(lambda _: self._on_settings_changed())
-        self.preset_combo.lineEdit().editingFinished.connect(self._on_settings_changed)
-        form.addRow("Intensity", self.preset_combo)
-        root.addLayout(form)
-
-        row = QHBoxLayout()
-        self.compute_button = QPushButton("Compute embeddings")
-        self.compute_button.setToolTip("Run the image encoder (a volume: the slice on screen "
-                                       "first, then the others). Clicks then answer at once.")
-        self.compute_button.clicked.connect(lambda: self.compute_embeddings())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        row.addWidget(self.compute_button)
-        row.addWidget(self.cancel_button)
-        root.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        root.addWidget(self.progress)
-        self.status = QLabel("Choose an image, then click on the object or draw a box.")
-        self.status.setWordWrap(True)
-        root.addWidget(self.status)
-
-        prompts = QGroupBox("Prompts")
-        grid = QVBoxLayout(prompts)
-        row = QHBoxLayout()
-        self.points_button = QPushButton("Click mode")
-        self.points_button.clicked.connect(self.click_mode)
-        self.box_button = QPushButton("Box mode")
-        self.box_button.clicked.connect(self.box_mode)
-        row.addWidget(self.points_button)
-        row.addWidget(self.box_button)
-        grid.addLayout(row)
-        self.negative_check = QCheckBox("Clicks exclude (negative)")
-        self.negative_check.toggled.connect(self._on_negative)
-        grid.addWidget(self.negative_check)
-        hint = QLabel("Left click: include. Right click or Ctrl+click: exclude. Box mode: drag a "
-                      "box. Enter/C accept, Esc clear, Ctrl+Z undo, N next object.")
-        hint.setWordWrap(True)
-        grid.addWidget(hint)
-        row = QHBoxLayout()
-        for text, slot in (("Accept", self.accept), ("Undo", self.undo), ("Clear", self.clear),
-                           ("Next object", self.next_object)):
-            button = QPushButton(text)
-            button.clicked.connect(lambda _=False, s=slot: s())
-            row.addWidget(button)
-        grid.addLayout(row)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Object id"))
-        self.label_spin = QSpinBox()
-        self.label_spin.setRange(0, 65535)
-        self.label_spin.setSpecialValueText("next free")
-        self.label_spin.setToolTip("Id written on Accept: 'next free' makes a new object; an "
-                                   "existing id extends that object (other objects are never "
-                                   "overwritten).")
-        row.addWidget(self.label_spin)
-        grid.addLayout(row)
-        root.addWidget(prompts)
-
-        self.save_button = QPushButton("Save labels…")
-        self.save_button.clicked.connect(self._save_dialog)
-        root.addWidget(self.save_button)
-        root.addStretch(1)
-
     def _key(self, name: str):
         def handler(_):
             getattr(self, name)()
@@ -207,12 +116,16 @@ class MedSAMWidget(QWidget):
         self._guard(self.annotation)
 
     def _on_layer_removed(self, event) -> None:
+        """The image gone: its prompt and preview layers go too (labels stay). A helper layer
+        deleted by hand: that annotation starts afresh on the next prompt."""
         gone = event.value
-        if id(gone) in self.annotations:
-            ann = self.annotations.pop(id(gone))
-            if self.worker is not None:
-                self.cancel()
-            ann.remove_layers()
+        for key, ann in list(self.annotations.items()):
+            if gone is ann.image or any(gone is lay for lay in ann.helper_layers()):
+                self.annotations.pop(key)
+                if self.worker is not None:
+                    self.cancel()
+                if gone is ann.image:
+                    ann.remove_layers()
         self._refresh_images()
 
     def annotation(self) -> Annotation:
@@ -254,9 +167,9 @@ class MedSAMWidget(QWidget):
             return
         if self.worker is not None:
             self.cancel()
+        key = (self.spec(), self.preset())
         for ann in self.annotations.values():
-            if ann.session is not None and (ann.session.preset.name != self.preset()
-                                            or self.engine.spec != self.spec()):
+            if ann.session is not None and ann.session_key != key:
                 ann.detach()
 
     # ---- embeddings --------------------------------------------------------------------------
@@ -283,13 +196,12 @@ class MedSAMWidget(QWidget):
         if self.worker is not None:
             raise InputError("Embeddings are being computed already: wait or press Cancel.")
         spec, preset = self.spec(), self.preset()
-        if ann.session is not None and (ann.session.preset.name != preset
-                                        or self.engine.spec != spec):
+        if ann.session is not None and ann.session_key != (spec, preset):
             ann.detach()
         req = EmbedRequest(self.engine, spec, ann.data, ann.is_volume, preset, ann.session,
                            all_slices, want=lambda: ann.current_z)
         worker = create_worker(_safe_job, req, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(lambda msg: self._on_message(ann, msg))
+        worker.yielded.connect(lambda msg: self._on_message(ann, msg, (spec, preset)))
         worker.finished.connect(lambda: self._on_finished(worker))
         self.worker, self._failed = worker, False
         self.compute_button.setEnabled(False)
@@ -297,12 +209,12 @@ class MedSAMWidget(QWidget):
         self.progress.setRange(0, 0)
         worker.start()
 
-    def _on_message(self, ann: Annotation, msg: tuple) -> None:
+    def _on_message(self, ann: Annotation, msg: tuple, key: tuple) -> None:
         kind = msg[0]
         if kind == "status":
             self.status.setText(msg[1])
         elif kind == "session":
-            ann.attach(msg[1])
+            ann.attach(msg[1], key)
         elif kind == "error":
             exc, self._failed = msg[1], True
             text = str(exc) if isinstance(exc, MedSAMError) else (

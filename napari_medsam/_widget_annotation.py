@@ -54,6 +54,7 @@ class Annotation:
         self.shape = self.data.shape if self.is_volume else self.data.shape[:2]
         self.notify, self.request_embedding = notify, request_embedding
         self.session: Session | None = None
+        self.session_key: tuple | None = None
         self.ready: set[int] = set()
         self.drafts: dict[int, np.ndarray] = {}
         self.current_z = self.shape[0] // 2 if self.is_volume else 0
@@ -114,16 +115,17 @@ class Annotation:
                 self.viewer.layers.remove(layer)
 
     # ---- session -----------------------------------------------------------------------------
-    def attach(self, session: Session) -> None:
-        """Adopt a session built off the UI thread; committed labels stay in the layer."""
+    def attach(self, session: Session, key: tuple | None = None) -> None:
+        """Adopt a session built off the UI thread for settings `key` (model, preset);
+        committed labels stay in the layer."""
         session.labels = np.asarray(self.labels.data)
         if self.is_volume:
             session.set_slice(self.current_z)
-        self.session, self.ready = session, set()
+        self.session, self.session_key, self.ready = session, key, set()
 
     def detach(self) -> None:
         """Forget the session (model or preset changed); prompts and drafts stay."""
-        self.session, self.ready = None, set()
+        self.session, self.session_key, self.ready = None, None, set()
 
     def is_ready(self, z: int | None = None) -> bool:
         z = self.current_z if z is None else z
@@ -172,6 +174,8 @@ class Annotation:
         if event.action != "added":
             self.replay()
             return
+        if not self._view_ok():
+            return
         positive = self.negative_mode == self.negative_click
         self.negative_click = False
         n = len(self.points.data)
@@ -197,6 +201,8 @@ class Annotation:
             return
         if event.action != "added" or not len(self.boxes.data):
             self.replay()
+            return
+        if not self._view_ok():
             return
         verts = np.asarray(self.boxes.data[-1])
         z = self._z(verts[0])
@@ -268,6 +274,14 @@ class Annotation:
             if sorted(order[-2:]) != sorted(range(len(order))[-2:]):
                 raise InputError("Show the volume slice by slice in its own orientation: reset "
                                  "the axis order (View > Axes) before drawing prompts.")
+
+    def _view_ok(self) -> bool:
+        try:
+            self.check_view()
+        except InputError as exc:
+            self.notify("warning", f"{exc} Your prompt is kept and used once the view is 2D.")
+            return False
+        return True
 
     def _go_to(self, z: int) -> None:
         if self.is_volume and z != self.current_z:

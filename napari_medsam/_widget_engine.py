@@ -50,12 +50,8 @@ def shipped_adapters() -> dict[str, str]:
 def profile_names() -> list[str]:
     """Execution profiles offered by core/profiles.py (empty when that module is absent)."""
     mod = optional_core("profiles")
-    for attr in ("profile_names", "list_profiles", "available_profiles"):
-        fn = getattr(mod, attr, None)
-        if callable(fn):
-            return [str(n) for n in fn()]
-    names = getattr(mod, "PROFILES", None)
-    return [str(n) for n in names] if names else []
+    names = getattr(mod, "CHOICES", None) or list(getattr(mod, "PROFILES", None) or [])
+    return [str(n) for n in names]
 
 
 class Engine:
@@ -71,6 +67,7 @@ class Engine:
         self.cache = EmbeddingCache(disk_dir=disk_dir)
         self.spec: ModelSpec | None = None
         self.model = None
+        self._backends: dict[ModelSpec, object] = {}
 
     def use(self, model, spec: ModelSpec) -> None:
         """Adopt an already loaded model for `spec` (tests, scripts)."""
@@ -84,21 +81,24 @@ class Engine:
             return s and (s.name, s.model_type, s.device, s.profile)
 
         if self.model is None or base(self.spec) != base(spec):
-            self.model = _load(spec)
+            from .core.model import load_model
+
+            self.model = load_model(spec.name, device=spec.device, model_type=spec.model_type)
+            self._backends.clear()
         _set_adapter(self.model, spec.adapter)
         self.spec = spec
         return self.model
 
-
-def _load(spec: ModelSpec):
-    profiles = optional_core("profiles")
-    loader = getattr(profiles, "load_profile_model", None) if spec.profile else None
-    if callable(loader):
-        return loader(spec.name, profile=spec.profile, device=spec.device,
-                      model_type=spec.model_type)
-    from .core.model import load_model
-
-    return load_model(spec.name, device=spec.device, model_type=spec.model_type)
+    def predictor(self, spec: ModelSpec) -> Predictor:
+        """A predictor over the loaded model on the shared cache; with an execution profile
+        (core/backends), through that profile's backend (made once per model setting)."""
+        model = self.load(spec)
+        make = getattr(optional_core("backends"), "make_backend", None)
+        if not spec.profile or spec.profile == "torch" or make is None:
+            return Predictor(model, self.cache)
+        if spec not in self._backends:
+            self._backends[spec] = make(spec.profile, model=model)
+        return Predictor(cache=self.cache, backend=self._backends[spec])
 
 
 def _set_adapter(model, folder: str | None) -> None:
@@ -130,23 +130,26 @@ class EmbedRequest:
     want: Callable[[], int] = field(default=lambda: 0)
 
 
-def build_session(model, cache: EmbeddingCache, data, is_volume: bool, preset: str) -> Session:
-    session = Session(Predictor(model, cache), preset=preset)
+def build_session(predictor: Predictor, data, is_volume: bool, preset: str) -> Session:
+    session = Session(predictor, preset=preset)
     session.set_image(data, is_volume=is_volume)
     return session
 
 
 def embed_job(req: EmbedRequest) -> Iterator[tuple]:
-    """Load, build, embed. Yields ("status", text), ("model", m), ("session", s) and
+    """Load, build, embed. Yields ("status", text), ("session", s) and
     ("progress", done, total, z); stops cleanly between slices when the worker is quit."""
-    if req.engine.model is None or req.engine.spec != req.spec:
-        yield ("status", "Loading the model…")
-    model = req.engine.load(req.spec)
-    yield ("model", model)
     session = req.session
-    if session is None or session.predictor.model is not model:
+    if session is None:
+        if req.engine.model is None or req.engine.spec != req.spec:
+            yield ("status", "Loading the model…")
+        req.engine.load(req.spec)
+        if req.spec.profile and req.spec.profile != "torch":
+            yield ("status", f"Preparing the '{req.spec.profile}' profile (the first time it "
+                             "converts the model, which can take a minute)…")
+        predictor = req.engine.predictor(req.spec)
         yield ("status", "Preparing the image…")
-        session = build_session(model, req.engine.cache, req.data, req.is_volume, req.preset)
+        session = build_session(predictor, req.data, req.is_volume, req.preset)
         yield ("session", session)
     n = session.n_slices
     pending = set(range(n)) if req.all_slices else {min(max(int(req.want()), 0), n - 1)}

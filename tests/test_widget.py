@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -41,6 +42,13 @@ def add_box(ann, mask: np.ndarray, z: int | None = None) -> None:
     """Draw the ground truth's bounding box (5 px margin) as a user would, in the Shapes layer."""
     x0, y0, x1, y1 = bbox(mask, 5)
     ann.boxes.add_rectangles([_rect((x0, y0, x1, y1), z)])
+
+
+def press(viewer, key: str) -> None:
+    """Press a key the way the canvas does (the active layer's bindings, then the viewer's)."""
+    handler = viewer.window._qt_viewer.canvas._key_map_handler
+    handler.press_key(key)
+    handler.release_key(key)
 
 
 def settle(qtbot, widget) -> None:
@@ -88,7 +96,9 @@ def test_box_on_gray_echo_two_objects_undo(widget, viewer, data_dir, qtbot, tmp_
     assert not ann.preview.data.any()  # the preview is emptied once accepted
 
     add_box(ann, truth == 3)  # left atrium, a second object
-    assert widget.accept() == 2
+    viewer.layers.selection.active = ann.boxes
+    press(viewer, "Enter")  # accept by keyboard
+    assert widget.messages == [] and "Object 2 accepted" in widget.status.text()
     labels = np.asarray(ann.labels.data)
     assert set(np.unique(labels)) == {0, 1, 2}
     assert dice(labels == 1, truth == 1) > 0.85
@@ -109,11 +119,16 @@ def test_rgb_negative_click_and_disk_cache(widget, viewer, model, data_dir, qtbo
     mask = ann.preview.data.astype(bool)
     assert dice(mask, truth > 0) > 0.9  # measured 0.95; PH2 dev mean 0.949
     ys, xs = np.nonzero(mask)
-    widget.negative_check.setChecked(True)  # clicks now exclude
+    ann._on_press(ann.points, SimpleNamespace(button=2, modifiers=()))  # a right click
     ann.points.add([ys.mean(), xs.mean()])
     assert ann.points.features["positive"].tolist() == [False]
     assert ann.preview.data.astype(bool).sum() < mask.sum()
-    widget.clear()
+    press(viewer, "Control-Z")  # undo the click: the box mask is back
+    assert np.array_equal(ann.preview.data.astype(bool), mask)
+    widget.negative_check.setChecked(True)  # now a plain left click excludes
+    ann.points.add([ys.mean(), xs.mean()])
+    assert ann.points.features["positive"].tolist() == [False]
+    press(viewer, "Escape")
     assert len(ann.points.data) == 0 and len(ann.boxes.data) == 0 and not ann.preview.data.any()
 
     # reopening the image reuses the on-disk embedding: no encoder run

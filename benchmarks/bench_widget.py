@@ -1,0 +1,112 @@
+"""napari widget: preview latency per click and per box, from a cached embedding.
+
+Times a click / box added to the widget's prompt layers until the preview layer is updated and
+the Qt events are processed (what the user waits for), against the core decode alone
+(`Session.add_point` on the same embedding) measured in the same process.
+
+Run (needs a display; headless: xvfb-run -a): python benchmarks/bench_widget.py [--threads T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from napari_medsam.core.io import read_image  # noqa: E402
+from napari_medsam.core.metrics import bbox  # noqa: E402
+from napari_medsam.core.model import load_model  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+CASES = [("CAMUS echo 224x224 gray", "echo/camus/images/patient0027_2CH_ED.png"),
+         ("PH2 dermoscopy 765x572 RGB", "dermoscopy/ph2/images/IMD002.png")]
+
+
+def cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    out = []
+    for name, rel in CASES:
+        if (DATA / rel).is_file():
+            truth = np.asarray(read_image(DATA / rel.replace("/images/", "/masks/")).data) > 0
+            out.append((name, read_image(DATA / rel).data, truth))
+    from napari_medsam.sample import sample_ct_path, sample_labels_path
+
+    ct, ref = read_image(sample_ct_path()).data, np.asarray(read_image(sample_labels_path()).data)
+    out.append(("sample CT slice 122x101 (HU)", ct, ref == 5))  # 5 = liver
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_medsam._widget import MedSAMWidget
+    from napari_medsam._widget_annotation import _rect
+    from napari_medsam._widget_engine import Engine
+
+    model = load_model("litemedsam", device="cpu")
+    viewer = napari.Viewer(show=False)
+    widget = MedSAMWidget(viewer, engine=Engine(cache_dir=tempfile.mkdtemp()))
+    widget.options.device_combo.setCurrentText("cpu")
+    widget.engine.use(model, widget.spec())
+    print(f"torch threads {torch.get_num_threads()}; median of {args.repeats} prompts")
+    print(f"{'image':<30} {'decode ms':>10} {'click ms':>9} {'ratio':>6} {'box ms':>7}")
+    for name, image, truth in cases():
+        is_volume = image.ndim == 3 and image.shape[-1] != 3
+        layer = viewer.add_image(image, name=name, rgb=image.ndim == 3 and not is_volume)
+        ann = widget.current
+        z = int(np.argmax(truth.sum(axis=(1, 2)))) if is_volume else None
+        if is_volume:
+            viewer.dims.set_current_step(0, z)
+        truth2d = truth[z] if is_volume else truth
+        widget.compute_embeddings(all_slices=False)
+        widget.wait()
+        ys, xs = np.nonzero(truth2d)
+        rng = np.random.default_rng(0)
+        picks = rng.integers(0, len(ys), args.repeats)
+
+        decode = []
+        ann.session.reset_prompts()
+        for i in picks:
+            t = time.perf_counter()
+            ann.session.add_point(xs[i], ys[i], True)
+            decode.append((time.perf_counter() - t) * 1000)
+        ann.session.reset_prompts()
+
+        click, box = [], []
+        for i in picks:
+            point = [ys[i], xs[i]] if z is None else [z, ys[i], xs[i]]
+            t = time.perf_counter()
+            ann.points.add(point)
+            QApplication.processEvents()
+            click.append((time.perf_counter() - t) * 1000)
+        widget.clear()
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            ann.boxes.add_rectangles([_rect(bbox(truth2d, int(rng.integers(2, 8))), z)])
+            QApplication.processEvents()
+            box.append((time.perf_counter() - t) * 1000)
+        widget.clear()
+        d, c, b = (statistics.median(v) for v in (decode, click, box))
+        print(f"{name:<30} {d:>10.1f} {c:>9.1f} {c / d:>6.2f} {b:>7.1f}")
+        viewer.layers.remove(layer)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
