@@ -146,6 +146,9 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise RuntimeError("MedSAM cannot run without napari-medsam.")
             self.fillChoices()
             self.logic = shared_logic(MedSAMLogic)
+            default = features.default_profile()  # ONNX Runtime "balanced" on a CPU
+            if default and self.ui.profileComboBox.currentText == DEFAULT_PROFILE:
+                self.ui.profileComboBox.setCurrentText(default)
             self.onPresetChanged(self.ui.presetComboBox.currentText)
             self.onProfileChanged(self.ui.profileComboBox.currentText)
         return self.logic
@@ -200,10 +203,7 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onProfileChanged(self, text):
         if self.logic is not None and text:
-            profile = None if text == DEFAULT_PROFILE else text
-            if profile != self.logic.profile:
-                self.logic.profile, self.logic._predictor = profile, None
-                self.logic._entries.clear()
+            self.logic.setProfile(None if text == DEFAULT_PROFILE else text)
 
     def onEmbed(self):
         def start():

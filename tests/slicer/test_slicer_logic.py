@@ -191,3 +191,30 @@ def test_sagittal_slices_segment_along_their_own_axis(scene, logic, nifti_case, 
         assert score >= 0.85
     finally:
         logic.setPreset("auto")
+
+
+def test_fresh_adapter_changes_nothing_and_switches_back(logic, lesion, tmp_path):
+    """A LoRA adapter loaded through the Logic is used for the next prompt (a fresh one, B = 0,
+    must give the base model's mask); None goes back to the base model."""
+    pytest.importorskip("peft")
+    if not features.has("adapters"):
+        pytest.skip("this napari-medsam has no adapters yet")
+    from napari_medsam.core.adapters import adapters_of
+
+    volume, truth, _ = lesion(2)
+    z = best_slice(truth)
+    box = bbox(truth[z], MARGIN)
+    before = logic.setBox(volume, box, z).copy()
+    adapters = adapters_of(logic.getPredictor().model)
+    adapters.create("fresh")
+    folder = adapters.save("fresh", tmp_path / "fresh")
+    adapters.remove("fresh")
+    try:
+        assert "fresh" in logic.loadAdapter(str(folder))
+        assert adapters.active == "fresh"
+        np.testing.assert_array_equal(logic.setBox(volume, box, z), before)
+        assert logic.loadAdapter(None) == "Using the base model."
+        assert adapters.active is None
+    finally:
+        adapters.remove("fresh")
+        logic.adapterPath = None

@@ -62,26 +62,43 @@ def autoseg():
 
 
 def adapters():
-    """The core's `adapters` module."""
+    """The core's `adapters` module (adapters_of(model).load/activate, find_adapter)."""
     module = _module("adapters")
-    _need(module, "load_adapter", "LoRA adapters")
+    _need(module, "adapters_of", "LoRA adapters")
+    _need(module, "find_adapter", "LoRA adapters")
     return module
 
 
 def backends():
-    """The core's `backends` package (execution profiles, ONNX Runtime)."""
+    """The core's `backends` package (make_backend: torch or ONNX Runtime profiles)."""
     module = _module("backends")
-    _need(module, "make_predictor", "Execution profiles (ONNX Runtime)")
+    _need(module, "make_backend", "Execution profiles (ONNX Runtime)")
     return module
 
 
 def profile_names() -> list[str]:
-    """Execution profiles to offer (e.g. accurate, balanced, fast, auto); [] when none."""
+    """ONNX Runtime profiles to offer besides torch (accurate, balanced, fast, auto)."""
     try:
-        module = backends()
+        backends()
     except FeatureMissing:
         return []
-    return list(getattr(module, "PROFILES", None) or [])
+    profiles = _module("profiles")
+    return [name for name in getattr(profiles, "CHOICES", ()) if name != "torch"]
+
+
+def default_profile() -> str | None:
+    """torch on a GPU; the fast CPU path (ONNX Runtime "balanced") without one, when present."""
+    names = profile_names()
+    if "balanced" not in names:
+        return None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+    except ImportError:
+        pass
+    return "balanced"
 
 
 def propagation_modes() -> list[str]:

@@ -59,8 +59,16 @@ class MedSAMLogic:
     def getPredictor(self):
         """The predictor, built on first use (loading the model takes a few seconds)."""
         if self._predictor is None:
-            self._predictor = tasks.make_predictor(self.device, self.profile)
+            self._predictor = tasks.make_predictor(self.device, self.profile, self.adapterPath)
         return self._predictor
+
+    def setProfile(self, profile: str | None) -> None:
+        """Switch execution profile (torch, or accurate / balanced / fast / auto on ONNX
+        Runtime); the model is rebuilt on next use, embeddings of another backend re-computed."""
+        profile = None if profile in (None, "", "torch") else profile
+        if profile != self.profile:
+            self.profile, self._predictor = profile, None
+            self._entries.clear()
 
     def setPreset(self, preset: str) -> None:
         """Change the intensity preset; sessions are rebuilt (embeddings stay cached per preset)."""
@@ -72,11 +80,18 @@ class MedSAMLogic:
             self._entries.clear()
 
     def loadAdapter(self, path: str | None) -> str:
-        """Use a LoRA adapter (folder) on the model, or None for the base model. Returns a note."""
-        note = tasks.load_adapter(self.getPredictor(), path)
-        self.adapterPath = path
+        """Use a LoRA adapter (folder or registry name), or None for the base model.
+
+        On torch it is switched in place; an ONNX Runtime profile is rebuilt with the adapter
+        merged (exported once). Returns a sentence for the status line.
+        """
+        self.adapterPath = path or None
         self._entries.clear()
-        return note
+        if self.profile is None:
+            return tasks.load_adapter(self.getPredictor(), self.adapterPath)
+        self._predictor = None
+        self.getPredictor()
+        return f"Using adapter '{path}'." if path else "Using the base model."
 
     # ---- sessions ------------------------------------------------------------------------------
     def session(self, volumeNode, axis: int = 0):
@@ -349,7 +364,14 @@ def shared_logic(factory: Callable[[], MedSAMLogic] | None = None) -> MedSAMLogi
     global _SHARED
     if _SHARED is None:
         _SHARED = (factory or MedSAMLogic)()
+        _SHARED.setProfile(features_default_profile())
     return _SHARED
+
+
+def features_default_profile() -> str | None:
+    from .features import default_profile
+
+    return default_profile()
 
 
 def _scene():

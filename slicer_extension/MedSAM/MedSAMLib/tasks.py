@@ -17,29 +17,47 @@ ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
 
-def make_predictor(device: str | None = None, profile: str | None = None):
+def make_predictor(device: str | None = None, profile: str | None = None,
+                   adapter: str | None = None):
     """LiteMedSAM predictor with the per-user disk cache of embeddings.
 
-    With an execution `profile` (and a core that has backends), the core builds it, e.g. on
-    ONNX Runtime; otherwise torch on `device` (cuda when available).
+    Args:
+        device: torch device ("cpu", "cuda"); default cuda when available.
+        profile: execution profile of the core's backends ("torch", or the ONNX Runtime
+            profiles accurate, balanced, fast, auto); None means torch.
+        adapter: a LoRA adapter folder or registry name to run with (None: base model).
     """
     from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir
-
-    cache = EmbeddingCache(disk_dir=default_cache_dir() / "embeddings")
-    if profile:
-        backends = features.backends()
-        return backends.make_predictor(profile=profile, device=device, cache=cache)
-    from napari_medsam.core.model import default_device, load_model
     from napari_medsam.core.predictor import Predictor
 
-    return Predictor(load_model("litemedsam", device=device or default_device()), cache)
+    cache = EmbeddingCache(disk_dir=default_cache_dir() / "embeddings")
+    try:
+        backends = features.backends()
+    except features.FeatureMissing:
+        backends = None
+    if backends is not None:
+        backend = backends.make_backend(profile or "torch", device=device, adapter=adapter)
+        return Predictor(cache=cache, backend=backend)
+    if profile not in (None, "torch"):
+        backends = features.backends()  # raises the "needs a newer napari-medsam" message
+    from napari_medsam.core.model import default_device, load_model
+
+    predictor = Predictor(load_model("litemedsam", device=device or default_device()), cache)
+    if adapter:
+        load_adapter(predictor, adapter)
+    return predictor
 
 
 def load_adapter(predictor, path: str | None) -> str:
-    """Put a LoRA adapter on the predictor's model (None: back to the base model)."""
+    """Switch the torch model's LoRA adapter in place (None: the base model). Decoder-only
+    adapters keep every cached embedding valid; encoder adapters change the cache key."""
     adapters = features.adapters()
-    adapters.load_adapter(predictor, path)
-    return f"Using adapter {path}." if path else "Using the base model."
+    loaded = adapters.adapters_of(predictor.model)
+    if not path:
+        loaded.activate(None)
+        return "Using the base model."
+    name = loaded.load(adapters.find_adapter(path))
+    return f"Using adapter '{name}'."
 
 
 def embed_slices(session, order: list[int]) -> Iterator[tuple[int, int]]:
@@ -109,10 +127,7 @@ def propagate(session, stack: np.ndarray, start: int, mode: str = "volume",
 
 def load_head(head: str, predictor):
     """An automatic-segmentation head by name or folder, checked against the model."""
-    auto = features.autoseg()
-    resolve = getattr(auto, "resolve_head", None)
-    path = resolve(head) if resolve is not None else head
-    return auto.load_head(path, predictor.model)
+    return features.autoseg().load_head(head, predictor.model)
 
 
 @dataclass
