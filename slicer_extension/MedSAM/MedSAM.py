@@ -193,9 +193,10 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---- slots -----------------------------------------------------------------------------
     def onVolumeChanged(self, node):
         self.updateStatus()
-        if node is not None and self.ui.segmentSelector.currentNode() is not None:
-            self.ui.segmentSelector.currentNode().SetReferenceImageGeometryParameterFromVolumeNode(
-                node)
+        segmentation = self.ui.segmentSelector.currentNode()
+        if node is not None and segmentation is not None \
+                and segmentation.GetSegmentation().GetNumberOfSegments() == 0:
+            segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
 
     def onPresetChanged(self, text):
         if self.logic is not None and text:
@@ -314,8 +315,8 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.say(f"{job.name} failed: {exc}", error=True)
         else:
             if finished:
-                summary = getattr(job.finished_result, "summary", "") or job.message()
-                self.ui.statusLabel.text = summary if isinstance(summary, str) else job.message()
+                summary = getattr(job.finished_result, "summary", None)
+                self.ui.statusLabel.text = summary or job.message()
         if finished:
             self.timer.stop()
             self.job = None

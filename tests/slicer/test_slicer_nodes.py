@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+pytest.importorskip("slicer_core", reason="needs PyPI's slicer-core: bash scripts/test_slicer.sh")
 import slicer
 from MedSAMLib import geometry as geo
 from MedSAMLib import nodes

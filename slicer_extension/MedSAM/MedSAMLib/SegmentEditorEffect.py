@@ -179,9 +179,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             slice_to_ras = view.sliceLogic().GetSliceNode().GetSliceToRAS()
             normal = [slice_to_ras.GetElement(i, 2) for i in range(3)]
             axis = logic.axisForSliceNormal(volume, normal)
-            start = self.xyToRas(gesture.start, view)
+            start = self.xyToRas([round(v) for v in gesture.start], view)
             if gesture.kind == "box":
-                end = self.xyToRas(gesture.end, view)
+                end = self.xyToRas([round(v) for v in gesture.end], view)
                 prompt = logic.promptFromRAS(volume, [start, end], axis)
                 self._start_object(logic, volume, segmentation, segment_id, axis, prompt.index)
                 prompt, mask = logic.setBoxRAS(volume, start, end, axis)
