@@ -43,7 +43,7 @@ def evaluate_head(
     A structure absent from the ground truth is scored only when the head draws it (Dice 0).
     """
     keep = head.keep_largest
-    per_structure = [resolve_modes(head, m) for m in modes]
+    per_structure = list(dict.fromkeys(tuple(resolve_modes(head, m)) for m in modes))
     needed = {m for ms in per_structure for m in ms}
     records = []
     for i, ex in enumerate(examples):

@@ -41,7 +41,7 @@ def parse_labels(specs: list[str]) -> tuple[list[int], list[str]]:
 
 def fit_head(
     predictor: Predictor,
-    train_dir: str | Path,
+    train: str | Path | list[dict],
     structures: list[int],
     names: list[str],
     config: TrainConfig,
@@ -53,7 +53,7 @@ def fit_head(
     keep_largest: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[AutoHead, dict]:
-    """Train a head on `train_dir`, validate on `val`, save it to `out` (when given).
+    """Train a head on `train` (a folder or a list of pairs), validate on `val`, save to `out`.
 
     `val` is a folder of other patients or a list of pairs (e.g. held-out patients of the training
     folder, so the mode is chosen without touching the reporting set).
@@ -65,7 +65,8 @@ def fit_head(
         The head and its metadata (also in `out/metadata.json`).
     """
     say = progress or (lambda msg: log.info(msg))
-    pairs = pick_pairs(list_pairs(train_dir, dataset), max_images, seed=config.seed)
+    pool = list_pairs(train, dataset) if isinstance(train, (str, Path)) else list(train)
+    pairs = pick_pairs(pool, max_images, seed=config.seed)
     say(f"embedding {len(pairs)} training images (cached ones are instant)")
     examples = load_examples(predictor, pairs, structures)
     say(f"training a {config.kind} head on {len(examples)} images")
@@ -75,7 +76,7 @@ def fit_head(
     metadata = {
         "structures": structures,
         "names": names,
-        "dataset": dataset or Path(train_dir).name,
+        "dataset": dataset or pairs[0].get("dataset", ""),
         "training_images": len(examples),
         "training_cases": len({p.get("case", p["image"]) for p in pairs}),
         "training_seconds": round(result.seconds, 1),

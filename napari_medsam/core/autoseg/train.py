@@ -101,6 +101,21 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         F.binary_cross_entropy_with_logits(logits, t)
 
 
+@torch.no_grad()
+def example_loss(model, head: torch.nn.Module, examples: list[Example]) -> float:
+    """Mean head-map + final-mask loss over `examples` (all structures), for monitoring."""
+    head.eval()
+    total = 0.0
+    for ex in examples:
+        x = ex.features[None].float().to(model.device)
+        t = ex.target[None].float().to(model.device)
+        out = head(x)
+        logits = decode_heads(model, x, out)
+        total += float(mask_loss(logits.flatten(0, 1)[:, None], t.flatten(0, 1)[:, None]))
+        total += float(map_loss(head, out.lowres, t))
+    return total / max(1, len(examples))
+
+
 def train_head(
     model,
     examples: list[Example],

@@ -1,0 +1,65 @@
+"""`napari-medsam auto IMAGE --head H -o OUT`: every structure, no click, from a trained head."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .common import add_model_options, make_predictor
+
+
+def register(sub) -> None:
+    p = sub.add_parser("auto", help="segment every structure automatically with a trained head",
+                       description="Segment all structures a head knows (e.g. LV, myocardium, "
+                       "LA) with no click. A volume is segmented slice by slice. The result is a "
+                       "starting point: open it and correct it.")
+    p.add_argument("image", help="2D image, NIfTI volume or DICOM folder")
+    p.add_argument("--head", required=True,
+                   help=f"a shipped head ({', '.join(_shipped()) or 'none installed'}) or the "
+                        "folder of a head made with train-head")
+    p.add_argument("--mode", default=None, choices=["dense", "box", "refine"],
+                   help="how the head prompts the model (default: the head's validated choice)")
+    p.add_argument("--slice", type=int, default=None,
+                   help="volumes: only this slice (default: every slice)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output label map: .png/.tif for 2D, .nii.gz keeps the volume's geometry")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def _shipped() -> list[str]:
+    """Names of the heads shipped in the package (no torch import: help must stay fast)."""
+    import importlib.resources
+
+    root = importlib.resources.files("napari_medsam") / "resources" / "heads"
+    try:
+        return sorted(p.name for p in root.iterdir() if (p / "head.safetensors").is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..core.autoseg import load_head
+    from ..core.errors import InputError
+    from ..core.io import read_image, write_labels
+    from ..core.session import Session
+
+    data = read_image(args.image)
+    session = Session(make_predictor(args), preset=args.preset)
+    session.set_image(data.data, is_volume=data.is_volume)
+    head = load_head(args.head, session.predictor.model)
+    if not data.is_volume and args.slice not in (None, 0):
+        raise InputError(f"{args.image} is a 2D image: it has no slice {args.slice}.")
+    slices = [args.slice] if (data.is_volume and args.slice is not None) else \
+        list(range(session.n_slices))
+    for z in tqdm(slices, unit="slice", desc="auto", disable=len(slices) < 2):
+        session.auto(head, mode=args.mode, z=z, commit=True)
+    out = write_labels(args.output, session.labels, like=data)
+    counts = {name: int((session.labels == v).sum())
+              for v, name in zip(head.structures, head.names, strict=True)}
+    found = ", ".join(f"{name} {n} px" for name, n in counts.items())
+    print(f"wrote {out}: {found} ({len(slices)} slice(s), head '{args.head}')")
+    return 0 if any(np.asarray(list(counts.values())) > 0) else 1

@@ -1,0 +1,120 @@
+"""Reproduce the shipped automatic-segmentation heads and the numbers in docs/autoseg.md.
+
+    python scripts/train_heads.py                   # the four shipped heads (CAMUS, PH2 x 2 kinds)
+    python scripts/train_heads.py --curve           # few-shot curve: 5, 10, 20 training images
+    python scripts/train_heads.py --only ph2-patch  # one head
+
+Training uses ../shared/train only (patients that are not in ../shared/data); the mode of each
+head is chosen on held-out patients of the training folder; Dice is then reported on the dev
+patients of ../shared/data next to LiteMedSAM's box-prompt Dice on the ground-truth box. Results
+go to benchmarks/results/autoseg.json (and into each shipped head's metadata.json as "dev").
+Embeddings come from the disk cache given with --cache-dir (computed once when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from napari_medsam.core.autoseg import TrainConfig, list_pairs, load_examples  # noqa: E402
+from napari_medsam.core.autoseg.evaluate import evaluate_head, mean_dice  # noqa: E402
+from napari_medsam.core.autoseg.pipeline import fit_head  # noqa: E402
+from napari_medsam.core.autoseg.store import shipped_heads_dir  # noqa: E402
+from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
+from napari_medsam.core.model import load_model  # noqa: E402
+from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.storage import read_metadata, write_metadata  # noqa: E402
+
+TASKS = {  # dataset -> (structure values, names, shipped training images, held-out val patients)
+    "camus": ([1, 2, 3], ["LV", "myocardium", "LA"], 200, 8),
+    "ph2": ([1], ["lesion"], 130, 15),
+}
+KINDS = ("patch", "shape")
+CURVE = (5, 10, 20)
+
+
+def split_patients(pairs: list[dict], n_val: int, seed: int = 0) -> tuple[list, list]:
+    """(train pairs, val pairs): `n_val` whole patients held out for choosing the mode."""
+    cases = sorted({p["case"] for p in pairs})
+    rng = np.random.default_rng(seed)
+    val_cases = set(rng.choice(cases, n_val, replace=False).tolist())
+    return ([p for p in pairs if p["case"] not in val_cases],
+            [p for p in pairs if p["case"] in val_cases])
+
+
+def dev_report(predictor, head, dev_examples, box: bool) -> dict:
+    modes = ("dense", head.mode) if head.mode != "dense" else ("dense",)
+    t0 = time.perf_counter()
+    records = evaluate_head(predictor, head, dev_examples, modes, box_baseline=box)
+    dice = mean_dice(records)
+    label = head.mode if isinstance(head.mode, str) else ",".join(
+        head.mode[n] for n in head.names)
+    return {"dice": dice, "chosen": label, "images": len(dev_examples),
+            "seconds_per_image": round((time.perf_counter() - t0) / len(dev_examples), 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", default=str(REPO.parent / "shared" / "train"))
+    ap.add_argument("--dev", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--cache-dir", default=str(REPO.parent / "cache" / "emb"))
+    ap.add_argument("--only", nargs="*", default=None, help="e.g. camus-patch ph2-shape")
+    ap.add_argument("--curve", action="store_true", help="few-shot curve instead of shipping")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "autoseg.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model("litemedsam")
+    predictor = Predictor(model, EmbeddingCache(memory_bytes=1 << 28, disk_dir=args.cache_dir))
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    for dataset, (values, names, n_ship, n_val) in TASKS.items():
+        jobs = [f"{dataset}-{k}" for k in KINDS]
+        jobs = [j for j in jobs if args.only is None or j in args.only]
+        if not jobs:
+            continue
+        train_pairs, val_pairs = split_patients(list_pairs(args.train, dataset), n_val)
+        dev = load_examples(predictor, list_pairs(args.dev, dataset), values)
+        for job in jobs:
+            kind = job.split("-")[1]
+            sizes = CURVE if args.curve else (n_ship,)
+            for n in sizes:
+                key = f"{job}@{n}" if args.curve else job
+                out = None if args.curve else shipped_heads_dir() / job
+                print(f"== {key}: training on {n} images", flush=True)
+                head, meta = fit_head(predictor, train_pairs, values, names,
+                                      TrainConfig(kind=kind, threads=args.threads),
+                                      out=out, dataset=dataset, max_images=n, val=val_pairs,
+                                      progress=lambda m: print("  ", m, flush=True))
+                report = dev_report(predictor, head, dev, box=key not in results or
+                                    "box-prompt" not in results[key]["dev"]["dice"])
+                if "box-prompt" not in report["dice"] and key in results:
+                    report["dice"]["box-prompt"] = results[key]["dev"]["dice"]["box-prompt"]
+                results[key] = {"kind": kind, "dataset": dataset, "training_images": n,
+                                "training_seconds": meta["training_seconds"],
+                                "parameters": head.module and sum(
+                                    p.numel() for p in head.module.parameters()),
+                                "validation": meta["validation"], "dev": report}
+                if out is not None:
+                    meta = read_metadata(out)
+                    meta["dev"] = report
+                    meta["size_bytes"] = (out / "head.safetensors").stat().st_size
+                    write_metadata(out, meta)
+                    results[key]["size_bytes"] = meta["size_bytes"]
+                print(json.dumps(results[key]["dev"]), flush=True)
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_text(json.dumps(results, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
