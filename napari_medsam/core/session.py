@@ -209,3 +209,32 @@ class Session:
             record_commit(self.corrections, self, mask, label)
         self.reset_prompts()
         return label
+
+    # ---- automatic segmentation --------------------------------------------------------------
+    def auto(self, head, mode=None, z: int | None = None, commit: bool = False) -> np.ndarray:
+        """Segment every structure of the current slice (or 2D image) with an automatic head.
+
+        Args:
+            head: a loaded `autoseg.AutoHead`, a shipped head name (e.g. "camus-patch") or the
+                path of a head folder.
+            mode: "dense", "box" or "refine" (default: the mode the head validated best with).
+            z: the slice to segment (volumes; default the current slice).
+            commit: also write each structure into `labels` under its own value; existing
+                objects are never overwritten.
+
+        Returns:
+            uint16 (H, W) label map with the head's structure values (e.g. 1 LV, 2 myocardium,
+            3 LA): a starting point the user corrects with clicks.
+        """
+        from .autoseg import load_head, segment_embedding
+
+        if not hasattr(head, "module"):  # a name or a folder
+            head = load_head(head, self.predictor.model)
+        z = self.current_slice if z is None else int(z)
+        self.embed(z)
+        result = segment_embedding(self.predictor, head, mode).labels
+        if commit:
+            target = self.labels[z] if self.is_volume else self.labels
+            for value in np.unique(result)[1:]:
+                target[(result == value) & (target == 0)] = value
+        return result
