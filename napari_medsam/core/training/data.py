@@ -123,6 +123,7 @@ def from_manifest(
     datasets: list[str] | None = None,
     max_slices: int | None = None,
     encode_missing: bool = True,
+    cases: list[str] | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TrainSet:
@@ -131,10 +132,12 @@ def from_manifest(
     Args:
         datasets: only these dataset names (default: all).
         max_slices: for volumes, at most this many labelled slices per volume, evenly spread.
+        cases: only pairs of these cases (patients).
         encode_missing: run the encoder for images not in the cache (else skip them).
     """
     data_dir = Path(data_dir)
-    pairs = [p for p in load_manifest(data_dir) if not datasets or p["dataset"] in datasets]
+    pairs = [p for p in load_manifest(data_dir) if (not datasets or p["dataset"] in datasets)
+             and (not cases or p["case"] in cases)]
     side = int(predictor.model.prompt_encoder.mask_input_size[0])  # low-res logits grid
     out = TrainSet()
     for n, pair in enumerate(pairs):
