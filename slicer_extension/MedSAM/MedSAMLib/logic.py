@@ -22,6 +22,9 @@ ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
 
+MAX_SESSIONS = 4  # volumes x axes kept ready; older ones are rebuilt (from the cache) on use
+
+
 class BusyError(RuntimeError):
     """A propagation or automatic run is using the model; prompts wait for it."""
 
@@ -114,7 +117,10 @@ class MedSAMLogic:
             session = Session(self.getPredictor(), preset=self.preset)
             session.set_image(np.ascontiguousarray(geo.stack_for_axis(array, axis)), is_volume=True)
             entry = _Entry(session, mtime, tuple(array.shape))
+            self._entries.pop(key, None)
             self._entries[key] = entry
+            while len(self._entries) > MAX_SESSIONS:  # each holds a copy of its volume
+                self._entries.pop(next(iter(self._entries)))
         return entry.session
 
     def shape(self, volumeNode) -> tuple[int, int, int]:
