@@ -355,8 +355,9 @@ class MedSAMTest(ScriptedLoadableModuleTest):
         self.assertEqual(int(result.sum()), int(mask.sum()))
         matrix, _ = nodes.labelmap_geometry(segmentation, segment_id)
         np.testing.assert_allclose(matrix, nodes.ijk_to_ras_matrix(volume), atol=1e-6)
-        self.assertTrue(logic.undoEdit())
-        self.assertFalse(nodes.segment_array(segmentation, segment_id, volume).any())
+        if logic.editor(slicer.mrmlScene).logic is not None:  # Slicer >= 5.9: undoable edits
+            self.assertTrue(logic.undoEdit())
+            self.assertFalse(nodes.segment_array(segmentation, segment_id, volume).any())
         names = [e.name for e in slicer.qSlicerSegmentEditorEffectFactory.instance()
                  .registeredEffects()]
         self.assertIn("MedSAM", names)
