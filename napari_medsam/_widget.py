@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ._widget_annotation import Annotation
-from ._widget_engine import EmbedRequest, Engine, ModelSpec, embed_job
+from ._widget_engine import EmbedRequest, Engine, ModelSpec, avoid_llvm_clash, embed_job
 from ._widget_ui import build_panel
 from .core.errors import InputError, MedSAMError
 from .core.intensity import get_preset, suggest_preset
@@ -145,6 +146,9 @@ class MedSAMWidget(QWidget):
             ann.current_z = ann.viewer_slice()
             self._refresh_images()
             self.click_mode()
+            # napari makes a just-inserted image the active layer after its insert event:
+            # select the clicks layer again once that is done, so the first click lands there
+            QTimer.singleShot(0, self._select_clicks)
         return ann
 
     @property
@@ -193,6 +197,7 @@ class MedSAMWidget(QWidget):
     def _start(self, ann: Annotation, all_slices: bool) -> None:
         from napari.qt.threading import create_worker
 
+        avoid_llvm_clash()  # before the worker imports torchvision (see its docstring)
         if self.worker is not None:
             raise InputError("Embeddings are being computed already: wait or press Cancel.")
         spec, preset = self.spec(), self.preset()
@@ -268,6 +273,12 @@ class MedSAMWidget(QWidget):
     def click_mode(self) -> None:
         ann = self._guard(self.annotation)
         if ann is not None:
+            self.viewer.layers.selection.active = ann.points
+            ann.points.mode = "add"
+
+    def _select_clicks(self) -> None:
+        ann = self.current
+        if ann is not None and ann.points in self.viewer.layers:
             self.viewer.layers.selection.active = ann.points
             ann.points.mode = "add"
 
@@ -369,12 +380,16 @@ def launch(path: str | None = None, viewer=None, block: bool = True):
     """
     import napari
 
+    from .core.model import default_device, load_model
+
+    model = load_model("litemedsam", device=default_device())  # before the canvas: see engine
     viewer = viewer if viewer is not None else napari.Viewer(title="napari-medsam")
     if path is None:
         viewer.open_sample("napari-medsam", "ct")
     else:
         viewer.open(path)
     _, widget = viewer.window.add_plugin_dock_widget("napari-medsam", "MedSAM annotation")
+    widget.engine.use(model, widget.spec())
     if block:
         napari.run()
     return viewer, widget
