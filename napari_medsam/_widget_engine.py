@@ -54,7 +54,7 @@ class ModelSpec:
     model_type: str | None = None
     device: str = "cpu"
     profile: str | None = None
-    adapter: str | None = None  # adapter folder, None for the base model
+    adapter: str | None = None  # adapter folder; "" for the base model; None: as loaded
 
 
 def optional_core(name: str):
@@ -65,12 +65,18 @@ def optional_core(name: str):
         return None
 
 
-def shipped_adapters() -> dict[str, str]:
-    """Adapter folders bundled in resources/adapters (name -> folder)."""
-    root = Path(__file__).parent / "resources" / "adapters"
-    if optional_core("adapters") is None or not root.is_dir():
-        return {}
-    return {p.name: str(p) for p in sorted(root.iterdir()) if (p / "metadata.json").is_file()}
+def adapter_choices() -> list[tuple[str, str]]:
+    """(label, folder) of the adapters core/adapters.py knows: shipped ones and the registry."""
+    lister = getattr(optional_core("adapters"), "list_adapters", None)
+    if lister is None:
+        return []
+    try:
+        found = lister()
+    except Exception as exc:  # a broken registry must not break the widget
+        log.warning("Could not list adapters: %s", exc)
+        return []
+    return [(f"{a.modality}/{a.name}" + (" (shipped)" if a.shipped else ""), str(a.path))
+            for a in found]
 
 
 def profile_names() -> list[str]:
@@ -93,11 +99,13 @@ class Engine:
         self.cache = EmbeddingCache(disk_dir=disk_dir)
         self.spec: ModelSpec | None = None
         self.model = None
+        self._default_adapter: str | None = None
         self._backends: dict[ModelSpec, object] = {}
 
     def use(self, model, spec: ModelSpec) -> None:
         """Adopt an already loaded model for `spec` (tests, scripts)."""
         self.model, self.spec = model, spec
+        self._default_adapter = _active_adapter(model)
 
     def load(self, spec: ModelSpec):
         """The model for `spec`, loaded (off the UI thread) only when it changed."""
@@ -110,8 +118,9 @@ class Engine:
             from .core.model import load_model
 
             self.model = load_model(spec.name, device=spec.device, model_type=spec.model_type)
+            self._default_adapter = _active_adapter(self.model)
             self._backends.clear()
-        _set_adapter(self.model, spec.adapter)
+        _set_adapter(self.model, spec.adapter, self._default_adapter)
         self.spec = spec
         return self.model
 
@@ -127,15 +136,21 @@ class Engine:
         return Predictor(cache=self.cache, backend=self._backends[spec])
 
 
-def _set_adapter(model, folder: str | None) -> None:
+def _active_adapter(model) -> str | None:
+    """The adapter load_model activated (e.g. the shipped click adapter), or None."""
+    return getattr(getattr(model, "adapters", None), "active", None)
+
+
+def _set_adapter(model, folder: str | None, default: str | None) -> None:
+    """Activate the adapter in `folder` ("" = base model, None = as the model was loaded)."""
     mod = optional_core("adapters")
-    if mod is None:
+    if mod is None or (folder is None and _active_adapter(model) == default):
         return
     adapters = mod.adapters_of(model)
-    if folder is None:
-        adapters.activate(None)
-        return
-    adapters.activate(adapters.load(folder))
+    if folder:
+        adapters.activate(adapters.load(folder))
+    else:
+        adapters.activate(default if folder is None else None)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout
 
-from ._widget_engine import ModelSpec, optional_core, profile_names, shipped_adapters
+from ._widget_engine import ModelSpec, adapter_choices, optional_core, profile_names
 
 BUILT_IN = "litemedsam"
 PICK = "__pick__"
@@ -50,9 +50,12 @@ class OptionsBox:
         self._show_row(form, self.device_combo, self.device_combo.count() > 1)
 
         self.adapter_combo = QComboBox()
-        self.adapter_combo.addItem("none (base model)", None)
-        for name, folder in shipped_adapters().items():
-            self.adapter_combo.addItem(name, folder)
+        self.adapter_combo.addItem("default", None)
+        self.adapter_combo.addItem("none (base model)", "")
+        for label, folder in adapter_choices():
+            self.adapter_combo.addItem(label, folder)
+        self.adapter_combo.setToolTip("LoRA adapter on the model. 'default': as the model loads "
+                                      "(LiteMedSAM: the shipped click adapter when present).")
         self.adapter_combo.addItem("Adapter folder…", PICK)
         self._last_adapter = 0
         self.adapter_combo.activated.connect(self._on_adapter)
@@ -115,5 +118,5 @@ class OptionsBox:
             model_type=None if name == BUILT_IN or kind == MODEL_TYPES[0] else kind,
             device=self.device_combo.currentText() or "cpu",
             profile=self.profile_combo.currentText() or None,
-            adapter=adapter if adapter not in (None, PICK) else None,
+            adapter=None if adapter == PICK else adapter,
         )
