@@ -387,7 +387,9 @@ def launch(path: str | None = None, viewer=None, block: bool = True):
     if path is None:
         viewer.open_sample("napari-medsam", "ct")
     else:
-        viewer.open(path)
+        from ._reader import napari_get_reader
+
+        viewer.open(path, plugin="napari-medsam" if napari_get_reader(str(path)) else None)
     _, widget = viewer.window.add_plugin_dock_widget("napari-medsam", "MedSAM annotation")
     widget.engine.use(model, widget.spec())
     if block:

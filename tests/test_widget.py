@@ -244,3 +244,22 @@ def test_screenshot_with_mask(make_napari_viewer, model, tmp_path, qtbot):
     canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     yellow = (canvas[..., 0] > 150) & (canvas[..., 1] > 120) & (canvas[..., 2] < 90)
     assert yellow.sum() > 200  # the preview mask is drawn on the canvas, not a black frame
+
+
+def test_reader_and_writer_keep_geometry(viewer, tmp_path):
+    import nibabel as nib
+
+    from napari_medsam.sample import sample_ct_path
+
+    (layer,) = viewer.open(str(sample_ct_path()), plugin="napari-medsam")
+    assert layer.metadata["modality"] == "ct" and layer.data.shape == (30, 101, 122)
+    assert tuple(layer.scale) == (3.0, -3.0, -3.0)  # RAS file shown the radiological way
+    labels = viewer.add_labels(np.zeros(layer.data.shape, np.uint8), name="lab",
+                               metadata=dict(layer.metadata))
+    labels.data[12, 40:50, 60:80] = 3
+    viewer.layers.selection.active = labels
+    (out,) = viewer.layers.save(str(tmp_path / "lab.nii.gz"), selected=True,
+                                plugin="napari-medsam")
+    saved, source = nib.load(out), nib.load(str(sample_ct_path()))
+    assert np.allclose(saved.affine, source.affine) and saved.shape == source.shape
+    assert np.array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), labels.data)
