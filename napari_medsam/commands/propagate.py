@@ -1,0 +1,89 @@
+"""`napari-medsam propagate VOLUME --slice Z --box X0 Y0 X1 Y1 -o seg.nii.gz`."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_options, make_predictor
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "propagate", help="segment one object through a volume or a 2D+t sequence",
+        description="Segment one object on one slice (box and/or clicks), then slice after "
+        "slice up and down until it ends. Slices are shown in the canonical orientation of "
+        "--plane (axial: anterior at the top, the patient's right on the left, slice index "
+        "growing towards the head); --slice/--box/--point are pixels of those slices "
+        "(x = column, y = row). With --plane array, coordinates are the file's own voxel "
+        "order, as in `segment`. The output has the input's shape and affine.")
+    p.add_argument("volume", help="NIfTI volume or DICOM series folder (with --sequence: a "
+                   "2D+t NIfTI, multi-frame DICOM, multi-page TIFF or a folder of frames)")
+    p.add_argument("--slice", type=int, default=None,
+                   help="slice (or frame) to start from; default: the middle one")
+    p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"))
+    p.add_argument("--point", nargs=3, type=float, action="append", default=[],
+                   metavar=("X", "Y", "LABEL"), help="a click; LABEL 1 positive, 0 negative")
+    p.add_argument("--plane", default="axial",
+                   choices=["axial", "coronal", "sagittal", "array"],
+                   help="slicing plane, found from the file's orientation (default axial)")
+    p.add_argument("--sequence", action="store_true",
+                   help="the input is a 2D+t sequence: propagate through time")
+    p.add_argument("--direction", default="both", choices=["both", "up", "down"],
+                   help="up = increasing slice index")
+    p.add_argument("--max-slices", type=int, default=None, help="at most N slices each way")
+    p.add_argument("--label", type=int, default=1, help="label value written (default 1)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output label volume (.nii.gz), same shape and affine as the input")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from ..core.errors import CancelledError, InputError
+    from ..core.propagation import get_settings
+    from ..core.session import Session
+    from ..core.volume import read_sequence, read_volume
+
+    if args.box is None and not args.point:
+        raise InputError("Give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
+    if args.label < 1:
+        raise InputError("--label must be 1 or more (0 is the background).")
+    vol = read_sequence(args.volume) if args.sequence else read_volume(args.volume, args.plane)
+    z = vol.check_slice(args.slice if args.slice is not None else vol.n_slices // 2)
+    print(f"{args.volume}: {vol.describe()}")
+    session = Session(make_predictor(args), preset=args.preset)
+    session.set_image(vol.data, is_volume=True)
+    session.set_slice(z)
+    mask = session.set_box(args.box) if args.box is not None else None
+    for x, y, label in args.point:
+        mask = session.add_point(x, y, positive=bool(label))
+    if mask is None or not mask.any():
+        raise InputError(f"The prompt gave an empty mask on slice {z}: adjust the box or clicks.")
+    settings = get_settings("time" if args.sequence else "volume")
+    if args.max_slices is not None:
+        settings = replace(settings, max_slices=args.max_slices)
+    bar = tqdm(unit="slice", desc="propagating")
+
+    def progress(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    code = 0
+    try:
+        result = session.propagate(label=args.label, direction=args.direction,
+                                   settings=settings, progress=progress)
+    except (KeyboardInterrupt, CancelledError):
+        result, code = None, 130
+    finally:
+        bar.close()
+    out = vol.write_labels(args.output, session.labels)
+    if result is None:
+        print(f"cancelled: wrote the slices finished so far to {out}")
+        return code
+    print(result.summary())
+    print(f"wrote {out} ({int((session.labels == args.label).sum())} voxels)")
+    return 0
