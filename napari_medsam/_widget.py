@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 from ._widget_annotation import Annotation
 from ._widget_engine import EmbedRequest, Engine, ModelSpec, avoid_llvm_clash, embed_job
 from ._widget_ui import build_panel
+from ._widget_volume import VolumeTools
 from .core.errors import InputError, MedSAMError
 from .core.intensity import get_preset, suggest_preset
 
@@ -38,6 +39,7 @@ class MedSAMWidget(QWidget):
         self._failed = False
         self.progress_done = (0, 0)
         self.messages: list[tuple[str, str]] = []
+        self.volume = VolumeTools(self)
         build_panel(self)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_images)
@@ -240,6 +242,7 @@ class MedSAMWidget(QWidget):
         """Stop embedding after the slice being computed; finished slices stay cached."""
         if self.worker is not None:
             self.status.setText("Stopping after the current slice…")
+            self.volume.stop = True
             self.worker.quit()
 
     def _on_finished(self, worker) -> None:
@@ -297,8 +300,15 @@ class MedSAMWidget(QWidget):
         if ann is not None:
             self._guard(ann.on_slice_changed)
 
+    def _propagating(self) -> bool:
+        if self.volume.running:
+            self.notify("info", "Propagation is running: wait for it or press Cancel.")
+        return self.volume.running
+
     def accept(self) -> int | None:
         """Write the object into the labels with the next free id (or the chosen one)."""
+        if self._propagating():
+            return None
         ann = self.current
         if ann is None:
             self._guard(self.annotation)
@@ -311,6 +321,8 @@ class MedSAMWidget(QWidget):
 
     def next_object(self) -> None:
         """Accept the current object if it has a mask, then start a new one."""
+        if self._propagating():
+            return
         ann = self.current
         if ann is not None and ann.drafts:
             self.accept()
@@ -320,11 +332,15 @@ class MedSAMWidget(QWidget):
             self.status.setText("New object: click on it or draw a box.")
 
     def undo(self) -> None:
+        if self._propagating():
+            return
         ann = self.current
         if ann is not None and not self._guard(ann.undo):
             self.status.setText("Nothing to undo on this slice.")
 
     def clear(self) -> None:
+        if self._propagating():
+            return
         ann = self.current
         if ann is not None:
             ann.clear()

@@ -61,6 +61,7 @@ class Annotation:
         self.negative_mode = False
         self.negative_click = False
         self.latencies_ms: list[float] = []
+        self.busy = False  # a propagation runs on the session: prompts wait in their layers
         self._syncing = False
         self._make_layers()
 
@@ -128,8 +129,9 @@ class Annotation:
         self.session, self.session_key, self.ready = None, None, set()
 
     def is_ready(self, z: int | None = None) -> bool:
+        """The slice's embedding is there and the session is free to decode on it."""
         z = self.current_z if z is None else z
-        if self.session is None:
+        if self.session is None or self.busy:
             return False
         if z not in self.ready and self.session.is_embedded(z):
             self.ready.add(z)
@@ -286,8 +288,15 @@ class Annotation:
     def _go_to(self, z: int) -> None:
         if self.is_volume and z != self.current_z:
             self.current_z = z
-            if self.session is not None:
+            if self.session is not None and not self.busy:
                 self.session.set_slice(z)
+
+    def resume(self) -> None:
+        """A propagation ended: back to the slice on screen, playing prompts drawn meanwhile."""
+        if self.session is not None and self.is_volume:
+            self.session.set_slice(self.current_z)
+        if self.has_prompts():
+            self.replay()
 
     def on_slice_changed(self) -> None:
         """The viewer moved to another slice: that slice's prompts (if any) take over."""
