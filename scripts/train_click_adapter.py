@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # noqa: E402
+from napari_medsam.core.evaluation import load_manifest  # noqa: E402
 from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
 from napari_medsam.core.training import TrainConfig, finetune, from_manifest  # noqa: E402
@@ -45,6 +46,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--val-objects", type=int, default=60,
                    help="validation objects used for early stopping (spread over datasets)")
     p.add_argument("--cache", default=None, help="embedding cache folder")
+    p.add_argument("--max-cases", type=int, default=None,
+                   help="train on the first N patients/cases of each dataset (manifest order)")
     p.add_argument("--out", default=str(REPO / "napari_medsam/resources/adapters/click"))
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--minutes", type=float, default=None)
@@ -61,6 +64,18 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--no-encode", action="store_true",
                    help="skip images whose embedding is not cached (quick experiments)")
     return p.parse_args(argv)
+
+
+def first_cases(folder: str, n: int | None) -> list[str] | None:
+    """The first n cases of each dataset in manifest order (None: all)."""
+    if n is None:
+        return None
+    chosen: dict[str, list[str]] = {}
+    for pair in load_manifest(folder):
+        cases = chosen.setdefault(pair["dataset"], [])
+        if pair["case"] not in cases and len(cases) < n:
+            cases.append(pair["case"])
+    return [c for cases in chosen.values() for c in cases]
 
 
 def spread(data: TrainSet, n: int, seed: int) -> TrainSet:
@@ -95,7 +110,8 @@ def main(argv=None) -> int:
             print(f"  read {done}/{total} pairs ({time.monotonic() - t0:.0f} s)", flush=True)
 
     print("building the training set", flush=True)
-    train_set = from_manifest(args.train, predictor, encode_missing=encode, progress=report)
+    train_set = from_manifest(args.train, predictor, encode_missing=encode, progress=report,
+                              cases=first_cases(args.train, args.max_cases))
     print("building the validation set", flush=True)
     val_all = from_manifest(args.val, predictor, datasets=args.val_datasets.split(","),
                             encode_missing=encode)

@@ -263,3 +263,22 @@ def test_registry_and_cli(base, tmp_path, monkeypatch, capsys):
     assert main(["adapters", "info", "ct-liver"]) == 0
     assert "LoRA rank 2" in capsys.readouterr().out
     assert main(["adapters", "info", "nope"]) == 2
+
+
+def test_finetune_cli_on_corrections(base, camus, tmp_path, monkeypatch, capsys):
+    from napari_medsam.cli import main
+
+    monkeypatch.setenv("NAPARI_MEDSAM_ADAPTERS", str(tmp_path / "reg"))
+    store = CorrectionStore(tmp_path / "project")
+    pred = Predictor(base)
+    for i, (image, labels) in enumerate(camus):
+        store.add(image, labels == 1, key=pred.set_image(image), label=1, source=f"p{i}",
+                  modality="ultrasound", model=base.cache_id)
+    code = main(["finetune", str(tmp_path / "project"), "--out", "echo", "--modality",
+                 "ultrasound", "--steps", "2", "--rank", "2", "--no-click-adapter",
+                 "--cache-dir", str(tmp_path / "cache"), "--threads", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "validating on 1" in out and "click1" in out
+    meta = json.loads((registry_path("echo", "ultrasound") / METADATA_FILE).read_text())
+    assert meta["modality"] == "ultrasound" and meta["rank"] == 2
