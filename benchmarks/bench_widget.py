@@ -56,8 +56,8 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_medsam._widget import MedSAMWidget
-    from napari_medsam._widget_annotation import _rect
     from napari_medsam._widget_engine import Engine
+    from napari_medsam._widget_geometry import rect
 
     model = load_model("litemedsam", device="cpu")
     viewer = napari.Viewer(show=False)
@@ -98,7 +98,7 @@ def main() -> None:
         widget.clear()
         for _ in range(args.repeats):
             t = time.perf_counter()
-            ann.boxes.add_rectangles([_rect(bbox(truth2d, int(rng.integers(2, 8))), z)])
+            ann.boxes.add_rectangles([rect(bbox(truth2d, int(rng.integers(2, 8))), z)])
             QApplication.processEvents()
             box.append((time.perf_counter() - t) * 1000)
         widget.clear()

@@ -13,7 +13,13 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ._widget_annotation import Annotation
-from ._widget_engine import EmbedRequest, Engine, ModelSpec, avoid_llvm_clash, embed_job
+from ._widget_engine import (
+    EmbedRequest,
+    Engine,
+    ModelSpec,
+    avoid_llvm_clash,
+    safe_embed_job,
+)
 from ._widget_ui import build_panel
 from ._widget_volume import VolumeTools
 from .core.errors import InputError, MedSAMError
@@ -109,7 +115,7 @@ class MedSAMWidget(QWidget):
             return
         modality = (layer.metadata or {}).get("modality", "")
         try:
-            from ._widget_annotation import image_array
+            from ._widget_geometry import image_array
 
             data, _ = image_array(layer)
             preset = "auto" if getattr(layer, "rgb", False) else suggest_preset(data, modality).name
@@ -207,7 +213,7 @@ class MedSAMWidget(QWidget):
             ann.detach()
         req = EmbedRequest(self.engine, spec, ann.data, ann.is_volume, preset, ann.session,
                            all_slices, want=lambda: ann.current_z)
-        worker = create_worker(_safe_job, req, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(safe_embed_job, req, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(lambda msg: self._on_message(ann, msg, (spec, preset)))
         worker.finished.connect(lambda: self._on_finished(worker))
         self.worker, self._failed = worker, False
@@ -375,42 +381,6 @@ class MedSAMWidget(QWidget):
             self.save_labels(path)
 
 
-def _safe_job(req: EmbedRequest):
-    """embed_job, with any failure handed to the UI as a message instead of a traceback."""
-    try:
-        yield from embed_job(req)
-    except Exception as exc:  # shown to the user in plain words by the widget
-        yield ("error", exc)
-
-
-def launch(path: str | None = None, viewer=None, block: bool = True):
-    """Open napari with the MedSAM widget docked and `path` (default: the sample CT) loaded.
-
-    Args:
-        path: an image, volume or DICOM folder; None opens the bundled sample CT.
-        viewer: an existing viewer to use instead of a new window.
-        block: run the Qt event loop until the window closes.
-
-    Returns:
-        (viewer, widget).
-    """
-    import napari
-
-    from .core.model import default_device, load_model
-
-    model = load_model("litemedsam", device=default_device())  # before the canvas: see engine
-    viewer = viewer if viewer is not None else napari.Viewer(title="napari-medsam")
-    if path is None:
-        viewer.open_sample("napari-medsam", "ct")
-    else:
-        from ._reader import napari_get_reader
-
-        viewer.open(path, plugin="napari-medsam" if napari_get_reader(str(path)) else None)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-medsam", "MedSAM annotation")
-    widget.engine.use(model, widget.spec())
-    if block:
-        napari.run()
-    return viewer, widget
-
+from ._launch import launch  # noqa: E402  (the README / demo entry point)
 
 __all__ = ["MedSAMWidget", "launch"]

@@ -14,27 +14,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._widget_geometry import bounds, image_array, rect
 from .core.errors import InputError, MedSAMError
 from .core.session import Session
 
 POSITIVE = np.array([0.2, 1.0, 0.2, 1.0])
 NEGATIVE = np.array([1.0, 0.25, 0.25, 1.0])
 PREVIEW_RGBA = (1.0, 0.85, 0.0, 1.0)
-
-
-def image_array(layer) -> tuple[np.ndarray, bool]:
-    """(pixels as numpy, is_volume) of an Image layer; raises InputError for other shapes."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    data = np.asarray(data)
-    if getattr(layer, "rgb", False):
-        if data.ndim != 3:
-            raise InputError(f"'{layer.name}' is a colour stack {data.shape}: MedSAM segments one "
-                             "2D colour image at a time.")
-        return data, False
-    if data.ndim not in (2, 3):
-        raise InputError(f"'{layer.name}' has {data.ndim} dimensions {data.shape}: MedSAM works on "
-                         "a 2D image or a 3D volume (slices, rows, columns).")
-    return data, data.ndim == 3
 
 
 class Annotation:
@@ -158,7 +144,7 @@ class Annotation:
         for verts in reversed(self.boxes.data):
             verts = np.asarray(verts)
             if self._z(verts[0]) == z:
-                return _bounds(verts)
+                return bounds(verts)
         return None
 
     def has_prompts(self, z: int | None = None) -> bool:
@@ -210,8 +196,8 @@ class Annotation:
         z = self._z(verts[0])
         self._go_to(z)
         others = [np.asarray(v) for v in self.boxes.data[:-1] if self._z(np.asarray(v)[0]) != z]
-        box = _bounds(verts)
-        self._set_boxes([*others, _rect(box, z if self.is_volume else None)])  # one per slice
+        box = bounds(verts)
+        self._set_boxes([*others, rect(box, z if self.is_volume else None)])  # one per slice
         if self.is_ready():
             self._run(lambda: self.session.set_box(box), undo_layer=self.boxes)
         else:
@@ -348,7 +334,7 @@ class Annotation:
     def _replace_box(self, z: int, box) -> None:
         keep = [np.asarray(v) for v in self.boxes.data if self._z(np.asarray(v)[0]) != z]
         if box is not None:
-            keep.append(_rect(box, z if self.is_volume else None))
+            keep.append(rect(box, z if self.is_volume else None))
         self._set_boxes(keep)
 
     def _set_boxes(self, rects: list[np.ndarray]) -> None:
@@ -393,20 +379,6 @@ class Annotation:
 
     def _sync(self):
         return _Guard(self)
-
-
-def _bounds(verts: np.ndarray) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) around a shape's vertices (last two coordinates are row, column)."""
-    verts = np.asarray(verts)
-    ys, xs = verts[:, -2], verts[:, -1]
-    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
-
-
-def _rect(box, z: int | None) -> np.ndarray:
-    """The 4 corners of an (x0, y0, x1, y1) box as napari vertices, on slice z for a volume."""
-    x0, y0, x1, y1 = box
-    rect = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
-    return rect if z is None else np.column_stack([np.full(4, float(z)), rect])
 
 
 class _Guard:

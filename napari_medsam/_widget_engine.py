@@ -208,3 +208,11 @@ def embed_job(req: EmbedRequest) -> Iterator[tuple]:
             predictor.cache.put(key, entry)
         done += 1
         yield ("progress", done, total, z)
+
+
+def safe_embed_job(req: EmbedRequest) -> Iterator[tuple]:
+    """embed_job, with any failure handed to the UI as a message instead of a traceback."""
+    try:
+        yield from embed_job(req)
+    except Exception as exc:  # shown to the user in plain words by the widget
+        yield ("error", exc)
