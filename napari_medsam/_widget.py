@@ -13,6 +13,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ._widget_annotation import Annotation
+from ._widget_auto import AutoTools
 from ._widget_engine import (
     EmbedRequest,
     Engine,
@@ -46,6 +47,7 @@ class MedSAMWidget(QWidget):
         self.progress_done = (0, 0)
         self.messages: list[tuple[str, str]] = []
         self.volume = VolumeTools(self)
+        self.auto = AutoTools(self)
         build_panel(self)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_images)

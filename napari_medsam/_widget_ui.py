@@ -94,6 +94,7 @@ def build_panel(w) -> None:
     box.addLayout(_row(QLabel("Object id"), w.label_spin))
     root.addWidget(prompts)
     w.volume.build(root)
+    w.auto.build(root)
 
     root.addWidget(_button("Save labels…", w._save_dialog,
                            "NIfTI with the image's geometry, or PNG for a 2D image."))

@@ -209,6 +209,9 @@ def test_errors_are_plain_messages_and_keep_prompts(widget, viewer, data_dir, qt
     level, text = widget.messages[-1]
     assert level == "error" and "not found" in text
     assert len(ann.boxes.data) == 1  # the box the user drew is still there
+    if widget.auto.available and widget.auto.head_combo.currentData() == "__pick__":
+        widget.auto.run()  # no head installed or chosen: said in plain words
+        assert "No automatic head" in widget.messages[-1][1]
     viewer.add_image(np.zeros((2, 3, 8, 8)), name="4d")
     widget.image_combo.setCurrentIndex(widget.image_combo.count() - 1)
     assert "4 dimensions" in widget.messages[-1][1]
