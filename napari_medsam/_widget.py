@@ -185,6 +185,9 @@ class MedSAMWidget(QWidget):
         for ann in self.annotations.values():
             if ann.session is not None and ann.session_key != key:
                 ann.detach()
+        ann = self.current
+        if ann is not None and ann.has_prompts():
+            self._request_embedding()  # the drawn prompts get a mask from the new setting
 
     # ---- embeddings --------------------------------------------------------------------------
     @property
