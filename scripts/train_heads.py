@@ -26,10 +26,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.autoseg import TrainConfig, list_pairs, load_examples  # noqa: E402
-from napari_medsam.core.autoseg.evaluate import evaluate_head, mean_dice  # noqa: E402
+from napari_medsam.core.autoseg.evaluate import (  # noqa: E402
+    BOX_MARGIN,
+    evaluate_head,
+    mean_dice,
+    set_example,
+)
+from napari_medsam.core.autoseg.heads import count_parameters  # noqa: E402
 from napari_medsam.core.autoseg.pipeline import fit_head  # noqa: E402
 from napari_medsam.core.autoseg.store import shipped_heads_dir  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
+from napari_medsam.core.metrics import bbox, dice  # noqa: E402
 from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
 from napari_medsam.core.storage import read_metadata, write_metadata  # noqa: E402
@@ -51,15 +58,38 @@ def split_patients(pairs: list[dict], n_val: int, seed: int = 0) -> tuple[list, 
             [p for p in pairs if p["case"] in val_cases])
 
 
-def dev_report(predictor, head, dev_examples, box: bool) -> dict:
+def dev_report(predictor, head, dev_examples) -> dict:
+    """Dev Dice of the head's own dense path and of its chosen mode(s)."""
     modes = ("dense", head.mode) if head.mode != "dense" else ("dense",)
     t0 = time.perf_counter()
-    records = evaluate_head(predictor, head, dev_examples, modes, box_baseline=box)
-    dice = mean_dice(records)
-    label = head.mode if isinstance(head.mode, str) else ",".join(
+    dice = mean_dice(evaluate_head(predictor, head, dev_examples, modes))
+    chosen = head.mode if isinstance(head.mode, str) else ",".join(
         head.mode[n] for n in head.names)
-    return {"dice": dice, "chosen": label, "images": len(dev_examples),
+    return {"dice": dice, "chosen": chosen, "images": len(dev_examples),
             "seconds_per_image": round((time.perf_counter() - t0) / len(dev_examples), 3)}
+
+
+def box_prompt_dice(predictor, dev_examples, values, names) -> dict:
+    """LiteMedSAM's Dice from a box on the ground truth (5-pixel margin): the upper bound."""
+    scores: dict[str, list[float]] = {n: [] for n in names}
+    for ex in dev_examples:
+        set_example(predictor, ex)
+        for value, name in zip(values, names, strict=True):
+            truth = ex.truth == value
+            if truth.any():
+                mask = predictor.predict(box=bbox(truth, BOX_MARGIN)).masks[0]
+                scores[name].append(dice(mask, truth))
+    return {n: round(float(np.mean(v)), 4) for n, v in scores.items()}
+
+
+def save_results(path: Path, key: str, entry: dict) -> None:
+    """Merge one entry into the results file (other runs may be writing other keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged[key] = entry
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+    tmp.replace(path)
 
 
 def main() -> int:
@@ -84,6 +114,9 @@ def main() -> int:
             continue
         train_pairs, val_pairs = split_patients(list_pairs(args.train, dataset), n_val)
         dev = load_examples(predictor, list_pairs(args.dev, dataset), values)
+        if f"{dataset}-box-prompt" not in results:
+            results[f"{dataset}-box-prompt"] = box_prompt_dice(predictor, dev, values, names)
+            save_results(out_path, f"{dataset}-box-prompt", results[f"{dataset}-box-prompt"])
         for job in jobs:
             kind = job.split("-")[1]
             sizes = CURVE if args.curve else (n_ship,)
@@ -95,14 +128,11 @@ def main() -> int:
                                       TrainConfig(kind=kind, threads=args.threads),
                                       out=out, dataset=dataset, max_images=n, val=val_pairs,
                                       progress=lambda m: print("  ", m, flush=True))
-                report = dev_report(predictor, head, dev, box=key not in results or
-                                    "box-prompt" not in results[key]["dev"]["dice"])
-                if "box-prompt" not in report["dice"] and key in results:
-                    report["dice"]["box-prompt"] = results[key]["dev"]["dice"]["box-prompt"]
+                report = dev_report(predictor, head, dev)
                 results[key] = {"kind": kind, "dataset": dataset, "training_images": n,
                                 "training_seconds": meta["training_seconds"],
-                                "parameters": head.module and sum(
-                                    p.numel() for p in head.module.parameters()),
+                                "training_cpu_seconds": meta["training_cpu_seconds"],
+                                "parameters": count_parameters(head.module),
                                 "validation": meta["validation"], "dev": report}
                 if out is not None:
                     meta = read_metadata(out)
@@ -111,8 +141,7 @@ def main() -> int:
                     write_metadata(out, meta)
                     results[key]["size_bytes"] = meta["size_bytes"]
                 print(json.dumps(results[key]["dev"]), flush=True)
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                out_path.write_text(json.dumps(results, indent=1, sort_keys=True))
+                save_results(out_path, key, results[key])
     return 0
 
 

@@ -117,8 +117,8 @@ class ShapeExpertHead(nn.Module):
         n_structures: output channels, one per structure.
         experts: K, the number of shape templates per structure.
         template_size: side of the low-resolution templates (and of the shape map).
-        gate_size: side of the gating map; coarser than the templates so that each gate picks
-            whole shapes (the templates carry the detail, the gates where each applies).
+        gate_size: side of the pixel-wise gating map (the template side by default; a coarser
+            gate makes each gate pick whole shapes, which validated worse on CAMUS).
         hidden: channels of the gating network and of the re-encoder.
         no_mask_embed: the decoder's "no mask" embedding (bias of the re-encoder's last conv).
     """
@@ -126,7 +126,7 @@ class ShapeExpertHead(nn.Module):
     kind = "shape"
 
     def __init__(self, n_structures: int, experts: int = 8, template_size: int = 32,
-                 gate_size: int = 16, hidden: int = 64,
+                 gate_size: int = 32, hidden: int = 64,
                  no_mask_embed: torch.Tensor | None = None):
         super().__init__()
         if EMBED_SIDE % gate_size or template_size % gate_size:

@@ -80,6 +80,7 @@ def fit_head(
         "training_images": len(examples),
         "training_cases": len({p.get("case", p["image"]) for p in pairs}),
         "training_seconds": round(result.seconds, 1),
+        "training_cpu_seconds": round(result.cpu_seconds, 1),
         "train_config": config_dict(config),
         "keep_largest": keep_largest,
         "mode": "dense",

@@ -34,7 +34,7 @@ class TrainConfig:
     patch_size: int = 16
     experts: int = 8
     template_size: int = 32
-    gate_size: int = 16
+    gate_size: int = 32
     hidden: int = 64
     map_steps: int = 200  # phase 1
     decoder_steps: int = 150  # phase 2
@@ -46,13 +46,15 @@ class TrainConfig:
     map_weight: float = 1.0
     seed: int = 0
     threads: int | None = None  # torch threads while training (None: leave as is)
+    bf16: bool = True  # bfloat16 autocast for the decoder pass (~1.7x faster on AVX512-BF16)
 
 
 @dataclass
 class TrainResult:
     head: torch.nn.Module
     config: TrainConfig
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # CPU time of this process (what a busy machine does not inflate)
     history: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -150,7 +152,7 @@ def _train(model, examples, config, progress, cancel) -> TrainResult:
         head.init_templates(map_target(head, targets.float()), seed=config.seed)
     dev = model.device
     history: dict[str, list[float]] = {"map": [], "decoder": []}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
 
     def batch(size: int):
         idx = torch.from_numpy(rng.choice(len(examples), min(size, len(examples)), replace=False))
@@ -190,10 +192,12 @@ def _train(model, examples, config, progress, cancel) -> TrainResult:
             check("decoder", step)
             x, t = batch(config.decoder_batch)
             which = torch.from_numpy(rng.integers(0, n_structures, len(x))).to(dev)
-            out = head(x)
-            logits = decode_heads(model, x, out, which)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.bf16):
+                out = head(x)
+                logits = decode_heads(model, x, out, which)
             picked = t[torch.arange(len(x), device=dev), which][:, None]
-            loss = mask_loss(logits, picked) + config.map_weight * map_loss(head, out.lowres, t)
+            loss = mask_loss(logits.float(), picked) + \
+                config.map_weight * map_loss(head, out.lowres.float(), t)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -202,7 +206,8 @@ def _train(model, examples, config, progress, cancel) -> TrainResult:
             if progress is not None:
                 progress("decoder", step + 1, config.decoder_steps, float(loss))
     head.eval()
-    return TrainResult(head.cpu(), config, time.perf_counter() - start, history)
+    return TrainResult(head.cpu(), config, time.perf_counter() - start,
+                       time.process_time() - cpu_start, history)
 
 
 def config_dict(config: TrainConfig) -> dict:
