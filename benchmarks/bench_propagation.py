@@ -126,6 +126,34 @@ def echo_time_propagation(predictor: Predictor, data_dir: Path, patients: int) -
     return {"n": len(prop), "propagated": float(np.mean(prop)), "upper": float(np.mean(upper))}
 
 
+def rss_mib() -> float:
+    """Current resident memory of this process (Linux), in MiB."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def memory_check(model, data_dir: Path, cache_dir: str | None, budget_mib: int) -> dict:
+    """RAM of a volume session walking its slices with an LRU budget (fp16 disk behind it).
+
+    Only slices already in the disk cache are walked (no encoding), nearest the middle first.
+    """
+    pair = "mri/brats2015/images/brats_2013_pat0006_1_flair.nii.gz"
+    predictor = Predictor(model, EmbeddingCache(budget_mib << 20, disk_dir=cache_dir))
+    before = rss_mib()
+    vol = read_volume(data_dir / pair)
+    session = Session(predictor, "mri")
+    session.set_image(vol.data, is_volume=True)
+    loaded = rss_mib()
+    order = [z for z in session.slice_order(vol.n_slices // 2) if session.is_embedded(z)]
+    t0 = time.perf_counter()
+    for z in order:
+        session.embed(z)
+    seconds = time.perf_counter() - t0
+    return {"slices": len(order), "budget_mib": budget_mib, "volume_mib": loaded - before,
+            "cache_mib": predictor.cache._used / 2**20, "rss_growth_mib": rss_mib() - before,
+            "encoded": predictor.encoder_calls, "s_per_slice": seconds / max(len(order), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -134,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="box", help=f"of {','.join(VARIANTS)}")
     parser.add_argument("--echo-patients", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--memory-mib", type=int, default=0,
+                        help="also walk a BraTS volume with this RAM budget (0: skip)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -176,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     echo = echo_time_propagation(predictor, data_dir, args.echo_patients)
     print(f"2D+t CAMUS LV ED->ES ({echo['n']} sequences): propagated {echo['propagated']:.3f}, "
           f"GT box on ES {echo['upper']:.3f}")
+    if args.memory_mib:
+        mem = memory_check(predictor.model, data_dir, args.cache_dir, args.memory_mib)
+        print(f"memory: {mem['slices']} slices walked with a {mem['budget_mib']} MiB LRU: "
+              f"volume {mem['volume_mib']:.0f} MiB, embeddings in RAM {mem['cache_mib']:.0f} MiB, "
+              f"RSS growth {mem['rss_growth_mib']:.0f} MiB, {mem['encoded']} encoded, "
+              f"{mem['s_per_slice'] * 1000:.0f} ms per slice from disk")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MiB; encoder calls {predictor.encoder_calls}")
     if args.json:

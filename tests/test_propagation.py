@@ -197,8 +197,9 @@ def test_cli_output_overlays_anatomy_in_a_reoriented_file(shared_predictor, ct, 
     zs = np.nonzero(truth_display.any(axis=(1, 2)))[0]
     z = int((zs.min() + zs.max()) // 2)
     box = [str(v) for v in bbox(truth_display[z], 5)]
-    outs = []
+    outs, cached = [], []
     for src in (data_dir / TOTALSEG, moved):
+        cached.append(len(list(cache_dir.rglob("*.npz"))))
         out = tmp_path / f"seg_{len(outs)}.nii.gz"
         argv = ["propagate", str(src), "--slice", str(z), "--box", *box, "-o", str(out),
                 "--preset", "ct-soft-tissue", "--cache-dir", str(cache_dir), "--device", "cpu"]
@@ -213,6 +214,8 @@ def test_cli_output_overlays_anatomy_in_a_reoriented_file(shared_predictor, ct, 
     truth_moved = np.transpose(truth_file[::-1], (1, 0, 2))
     assert dice(outs[1] > 0, truth_moved) >= 0.85
     np.testing.assert_array_equal(outs[1], np.transpose(outs[0][::-1], (1, 0, 2)))
+    # the reoriented file shows the same slices: reopening reuses the disk cache, no new encoding
+    assert len(list(cache_dir.rglob("*.npz"))) == cached[1] > 0
 
 
 def test_cli_rejects_bad_input(data_dir, tmp_path, capsys):

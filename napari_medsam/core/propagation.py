@@ -239,6 +239,8 @@ def propagate(
             if progress is not None:
                 progress(len(result.slices), max(total, len(result.slices)))
     result.seconds = time.perf_counter() - t0
+    if progress is not None and result.slices:
+        progress(len(result.slices), len(result.slices))  # done: the bar ends full
     return result
 
 
