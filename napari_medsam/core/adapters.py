@@ -121,8 +121,10 @@ class Adapters:
                 for key, value in self.parameters(init_from).items():
                     params[key.replace(f".{init_from}.", f".{name}.")].copy_(value)
         self.activate(name)
-        self.peft.base_model.set_adapter(name, inference_mode=False)
-        return self.parameters(name)
+        params = self.parameters(name)
+        for p in params.values():
+            p.requires_grad_(True)
+        return params
 
     def parameters(self, name: str) -> dict[str, torch.nn.Parameter]:
         """The LoRA tensors of adapter `name`, by peft's parameter name."""
@@ -184,7 +186,9 @@ class Adapters:
                 self.peft.base_model.disable_adapter_layers()
             else:
                 self.peft.base_model.enable_adapter_layers()
-                self.peft.base_model.set_adapter(name, inference_mode=True)
+                self.peft.base_model.set_adapter(name)
+                for p in self.parameters(name).values():
+                    p.requires_grad_(False)
         self.active = name
         self.model.encoder_tag = self._encoder_tag(name) if name and self.is_encoder(name) else ""
 
