@@ -2,7 +2,9 @@
 
 Times a click / box added to the widget's prompt layers until the preview layer is updated and
 the Qt events are processed (what the user waits for), against the core decode alone
-(`Session.add_point` on the same embedding) measured in the same process.
+(`Session.add_point` on the same embedding) measured in the same process. "click cpu" is the
+CPU time of the UI thread per click: with --threads 1 it estimates the latency on an idle core
+even when the machine is shared (wall times then include waiting for other processes).
 
 Run (needs a display; headless: xvfb-run -a): python benchmarks/bench_widget.py [--threads T]
 """
@@ -65,7 +67,8 @@ def main() -> None:
     widget.options.device_combo.setCurrentText("cpu")
     widget.engine.use(model, widget.spec())
     print(f"torch threads {torch.get_num_threads()}; median of {args.repeats} prompts")
-    print(f"{'image':<30} {'decode ms':>10} {'click ms':>9} {'ratio':>6} {'box ms':>7}")
+    print(f"{'image':<30} {'decode ms':>10} {'click ms':>9} {'ratio':>6} {'box ms':>7} "
+          f"{'click cpu ms':>13}")
     for name, image, truth in cases():
         is_volume = image.ndim == 3 and image.shape[-1] != 3
         layer = viewer.add_image(image, name=name, rgb=image.ndim == 3 and not is_volume)
@@ -88,13 +91,14 @@ def main() -> None:
             decode.append((time.perf_counter() - t) * 1000)
         ann.session.reset_prompts()
 
-        click, box = [], []
+        click, box, cpu = [], [], []
         for i in picks:
             point = [ys[i], xs[i]] if z is None else [z, ys[i], xs[i]]
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             ann.points.add(point)
             QApplication.processEvents()
             click.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.thread_time() - c) * 1000)
         widget.clear()
         for _ in range(args.repeats):
             t = time.perf_counter()
@@ -102,8 +106,8 @@ def main() -> None:
             QApplication.processEvents()
             box.append((time.perf_counter() - t) * 1000)
         widget.clear()
-        d, c, b = (statistics.median(v) for v in (decode, click, box))
-        print(f"{name:<30} {d:>10.1f} {c:>9.1f} {c / d:>6.2f} {b:>7.1f}")
+        d, c, b, u = (statistics.median(v) for v in (decode, click, box, cpu))
+        print(f"{name:<30} {d:>10.1f} {c:>9.1f} {c / d:>6.2f} {b:>7.1f} {u:>13.1f}")
         viewer.layers.remove(layer)
     viewer.close()
 
