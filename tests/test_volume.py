@@ -159,3 +159,15 @@ def _write_multiframe_dicom(path, frames: np.ndarray) -> None:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.ascontiguousarray(frames, dtype=np.uint8).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
+
+
+def test_stack_without_geometry_is_shown_as_stored(data_dir, tmp_path):
+    from skimage import io as skio
+
+    stack = read_volume(data_dir / TOTALSEG).data[:4]
+    path = tmp_path / "stack.tif"
+    skio.imsave(str(path), stack, check_contrast=False)
+    vol = read_volume(path)
+    assert vol.reorientation.is_identity
+    np.testing.assert_array_equal(vol.data, stack)
+    assert read_volume(path, "coronal").data.shape == (stack.shape[1], 4, stack.shape[2])

@@ -72,7 +72,12 @@ def read_image(path: str | Path) -> ImageData:
 def _read_2d(path: Path) -> ImageData:
     from skimage import io as skio
 
-    data = np.asarray(skio.imread(str(path)))
+    if _suffix(path) in (".tif", ".tiff"):  # tifffile keeps a page stack as (pages, H, W)
+        import tifffile
+
+        data = np.asarray(tifffile.imread(str(path)))
+    else:
+        data = np.asarray(skio.imread(str(path)))
     if data.ndim == 3 and data.shape[-1] == 4:
         data = data[..., :3]
     if data.ndim == 3 and data.shape[-1] not in (3,):

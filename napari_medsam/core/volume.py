@@ -185,8 +185,15 @@ def read_volume(path: str | Path, plane: str = "axial") -> Volume:
         )
     if img.data.shape[0] < 2:
         raise InputError(f"{path.name} has a single slice: open it as a 2D image instead.")
-    reo = plane_reorientation(img.affine, plane)
+    reo = plane_reorientation(_orientation_affine(img, path), plane)
     return Volume(reo.to_display(img.data), img, plane, reo, "volume")
+
+
+def _orientation_affine(img: ImageData, path: Path) -> np.ndarray:
+    """The affine that says which way is which; a file without geometry (a TIFF stack, DICOM
+    without orientation tags) is taken as already stored in the canonical axial layout."""
+    has_geometry = _suffix(path) in NIFTI_SUFFIXES or not np.allclose(img.affine, np.eye(4))
+    return img.affine if has_geometry else np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def read_sequence(path: str | Path) -> Volume:
