@@ -39,6 +39,7 @@ class MedSAMWidget(QWidget):
 
     def __init__(self, napari_viewer, engine: Engine | None = None):
         super().__init__()
+        avoid_llvm_clash()  # the option rows import peft/torchvision: see the engine module
         self.viewer = napari_viewer
         self.engine = engine if engine is not None else Engine()
         self.annotations: dict[int, Annotation] = {}
@@ -93,17 +94,24 @@ class MedSAMWidget(QWidget):
                 if lay._type_string == "image" and id(lay) not in own]
 
     def _refresh_images(self, event=None) -> None:
+        """Fill the image list; a newly opened image becomes the one annotated."""
         current = self.image_layer
         images = self._image_layers()
+        added = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        target = next((lay for lay in images if lay is added), None)
+        if target is None:
+            target = current if any(current is lay for lay in images) else None
+        if target is None and images:
+            target = images[-1]
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         for layer in images:
             self.image_combo.addItem(layer.name, id(layer))
+        if target is not None:
+            self.image_combo.setCurrentIndex(next(i for i, lay in enumerate(images)
+                                                  if lay is target))
         self.image_combo.blockSignals(False)
-        if current in images:
-            self.image_combo.setCurrentIndex(images.index(current))
-        elif images:
-            self.image_combo.setCurrentIndex(len(images) - 1)
+        if target is not None and target is not current:
             self._on_image_selected()
 
     @property
@@ -113,7 +121,10 @@ class MedSAMWidget(QWidget):
 
     def _on_image_selected(self, *_) -> None:
         layer = self.image_layer
-        if layer is None or id(layer) in self.annotations:
+        if layer is None:
+            return
+        if id(layer) in self.annotations:  # back to an image: its own intensity preset
+            self.preset_combo.setCurrentText(self.annotations[id(layer)].preset)
             return
         modality = (layer.metadata or {}).get("modality", "")
         try:
@@ -148,6 +159,7 @@ class MedSAMWidget(QWidget):
         ann = self.annotations.get(id(layer))
         if ann is None:
             ann = Annotation(self.viewer, layer, self.notify, self._request_embedding)
+            ann.preset = self.preset_combo.currentText().strip() or "auto"
             self.annotations[id(layer)] = ann
             for target in (ann.points, ann.boxes):
                 for name, keys in SHORTCUTS.items():
@@ -176,16 +188,19 @@ class MedSAMWidget(QWidget):
         return text
 
     def _on_settings_changed(self) -> None:
-        """Model, adapter or preset changed: embeddings are made again on the next prompt."""
-        if self._guard(self.preset) is None:
+        """Model, adapter or the image's preset changed: embeddings are made again."""
+        preset = self._guard(self.preset)
+        if preset is None:
             return
         if self.worker is not None:
             self.cancel()
-        key = (self.spec(), self.preset())
-        for ann in self.annotations.values():
-            if ann.session is not None and ann.session_key != key:
-                ann.detach()
         ann = self.current
+        if ann is not None:
+            ann.preset = preset
+        spec = self.spec()
+        for other in self.annotations.values():
+            if other.session is not None and other.session_key != (spec, other.preset):
+                other.detach()
         if ann is not None and ann.has_prompts():
             self._request_embedding()  # the drawn prompts get a mask from the new setting
 
@@ -213,7 +228,7 @@ class MedSAMWidget(QWidget):
         avoid_llvm_clash()  # before the worker imports torchvision (see its docstring)
         if self.worker is not None:
             raise InputError("Embeddings are being computed already: wait or press Cancel.")
-        spec, preset = self.spec(), self.preset()
+        spec, preset = self.spec(), ann.preset
         if ann.session is not None and ann.session_key != (spec, preset):
             ann.detach()
         req = EmbedRequest(self.engine, spec, ann.data, ann.is_volume, preset, ann.session,

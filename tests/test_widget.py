@@ -310,3 +310,17 @@ def test_propagate_and_interpolate_in_a_volume(widget, viewer, qtbot):
     assert "Interpolate:" in widget.messages[-1][1]
     assert dice(labels == 2, spleen) > 0.85  # measured 0.98
     assert dice(labels == 1, kidney) > 0.85  # the kidney was not touched
+
+
+def test_each_image_keeps_its_intensity_preset(widget, viewer, data_dir):
+    image, _ = pair(data_dir, CAMUS)
+    viewer.add_image(image, name="echo")
+    data, kwargs, _ = sample_ct()[0]
+    viewer.add_image(data, **kwargs)
+    assert widget.preset() == "ct-soft-tissue"
+    widget.preset_combo.setCurrentText("ct-abdomen")
+    widget._on_settings_changed()
+    widget.image_combo.setCurrentIndex(0)  # back to the echo image
+    assert widget.image_layer.name == "echo" and widget.preset() == "auto"
+    widget.image_combo.setCurrentIndex(1)
+    assert widget.preset() == "ct-abdomen" and widget.current.preset == "ct-abdomen"
