@@ -324,3 +324,32 @@ def test_each_image_keeps_its_intensity_preset(widget, viewer, data_dir):
     assert widget.image_layer.name == "echo" and widget.preset() == "auto"
     widget.image_combo.setCurrentIndex(1)
     assert widget.preset() == "ct-abdomen" and widget.current.preset == "ct-abdomen"
+
+
+CRASH_SCRIPT = """
+import numpy as np, napari
+viewer = napari.Viewer(show=True)          # the canvas loads the OpenGL driver first,
+viewer.window._qt_viewer.canvas.native.repaint()
+from napari_medsam._widget import MedSAMWidget   # then the plugin, as from the Plugins menu
+widget = MedSAMWidget(viewer)
+viewer.add_image(np.random.default_rng(0).random((64, 80)), name="noise")
+widget.compute_embeddings()                # loads the model (torchvision) in a worker
+widget.wait(300)
+assert widget.current.is_ready(), widget.messages
+print("OK")
+"""
+
+
+def test_plugin_opened_after_the_canvas_loads_the_model(tmp_path):
+    """The normal plugin order (window first) must not crash in triton (see avoid_llvm_clash)."""
+    import subprocess
+    import sys
+
+    from qtpy.QtGui import QGuiApplication
+
+    if QGuiApplication.platformName() != "xcb":
+        pytest.skip("needs an X server (Xvfb) with the xcb platform")
+    env = {**os.environ, "NAPARI_MEDSAM_CACHE": str(tmp_path), "QT_QPA_PLATFORM": "xcb"}
+    run = subprocess.run([sys.executable, "-c", CRASH_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0 and "OK" in run.stdout, run.stderr[-2000:]
