@@ -41,6 +41,7 @@ class Annotation:
         self.notify, self.request_embedding = notify, request_embedding
         self.session: Session | None = None
         self.session_key: tuple | None = None
+        self.preset = "auto"  # intensity preset name chosen for this image
         self.ready: set[int] = set()
         self.drafts: dict[int, np.ndarray] = {}
         self.current_z = self.shape[0] // 2 if self.is_volume else 0
