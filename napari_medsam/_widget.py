@@ -12,15 +12,10 @@ from pathlib import Path
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QWidget
 
+from ._llvm_guard import avoid_llvm_clash  # first of ours: runs the guard before torch loads
 from ._widget_annotation import Annotation
 from ._widget_auto import AutoTools
-from ._widget_engine import (
-    EmbedRequest,
-    Engine,
-    ModelSpec,
-    avoid_llvm_clash,
-    safe_embed_job,
-)
+from ._widget_engine import EmbedRequest, Engine, ModelSpec, safe_embed_job
 from ._widget_ui import build_panel
 from ._widget_volume import VolumeTools
 from .core.errors import InputError, MedSAMError
@@ -39,7 +34,7 @@ class MedSAMWidget(QWidget):
 
     def __init__(self, napari_viewer, engine: Engine | None = None):
         super().__init__()
-        avoid_llvm_clash()  # the option rows import peft/torchvision: see the engine module
+        avoid_llvm_clash()  # the canvas may have loaded LLVM since import: see _llvm_guard
         self.viewer = napari_viewer
         self.engine = engine if engine is not None else Engine()
         self.annotations: dict[int, Annotation] = {}
@@ -225,7 +220,7 @@ class MedSAMWidget(QWidget):
     def _start(self, ann: Annotation, all_slices: bool) -> None:
         from napari.qt.threading import create_worker
 
-        avoid_llvm_clash()  # before the worker imports torchvision (see its docstring)
+        avoid_llvm_clash()  # before the worker imports torchvision: see _llvm_guard
         if self.worker is not None:
             raise InputError("Embeddings are being computed already: wait or press Cancel.")
         spec, preset = self.spec(), ann.preset

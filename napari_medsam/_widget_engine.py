@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,28 +21,6 @@ from .core.predictor import Predictor
 from .core.session import Session
 
 log = logging.getLogger(__name__)
-
-
-def avoid_llvm_clash() -> bool:
-    """Keep triton out of a process whose OpenGL driver already loaded LLVM.
-
-    Loading the model imports torchvision, which imports torch._dynamo and with it triton; triton's
-    own LLVM crashes the process (segmentation fault) when Mesa's OpenGL driver (Intel, AMD,
-    llvmpipe, Xvfb) has already put its libLLVM in the process, which napari's canvas does. The
-    widget never needs triton (no torch.compile), so in that case it is marked as absent, which
-    torch handles as "triton not installed". Returns True when it did so.
-    """
-    if "triton" in sys.modules:
-        return False
-    try:
-        with open("/proc/self/maps") as maps:
-            clash = any("libLLVM" in line for line in maps)
-    except OSError:  # not Linux
-        return False
-    if clash:
-        sys.modules["triton"] = None  # type: ignore[assignment]
-        log.info("OpenGL driver uses LLVM: triton disabled in this process to avoid a crash.")
-    return clash
 
 
 @dataclass(frozen=True)

@@ -330,8 +330,7 @@ CRASH_SCRIPT = """
 import numpy as np, napari
 viewer = napari.Viewer(show=True)          # the canvas loads the OpenGL driver first,
 viewer.window._qt_viewer.canvas.native.repaint()
-from napari_medsam._widget import MedSAMWidget   # then the plugin, as from the Plugins menu
-widget = MedSAMWidget(viewer)
+_, widget = viewer.window.add_plugin_dock_widget("napari-medsam", "MedSAM annotation")
 viewer.add_image(np.random.default_rng(0).random((64, 80)), name="noise")
 widget.compute_embeddings()                # loads the model (torchvision) in a worker
 widget.wait(300)
