@@ -24,20 +24,35 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None,
                    help="a LoRA adapter folder (or registry name) to use instead of the click "
                         "adapter (see `napari-medsam adapters list`)")
+    p.add_argument("--profile", default="torch",
+                   choices=["torch", "accurate", "balanced", "fast", "auto"],
+                   help="how to run the model: torch (default; GPU when available), or ONNX "
+                        "Runtime on the CPU: accurate (fp32), balanced, fast (int8), auto (the "
+                        "most accurate one within the latency budget on this machine); see "
+                        "docs/performance.md")
 
 
 def make_predictor(args):
-    """Predictor from the parsed model options."""
+    """Predictor from the parsed model options (an ONNX profile never imports torch once the
+    models are exported)."""
     from ..core.embeddings import EmbeddingCache, default_cache_dir
-    from ..core.model import default_device, load_model
     from ..core.predictor import Predictor
 
     clicks = False if getattr(args, "no_click_adapter", False) else None
+    disk = None if args.no_disk_cache else (args.cache_dir or default_cache_dir() / "embeddings")
+    profile = getattr(args, "profile", "torch") or "torch"
+    if profile != "torch":
+        from ..core.backends import make_backend
+
+        backend = make_backend(profile, model_name=args.model, model_type=args.model_type,
+                               adapter=getattr(args, "adapter", None), use_click_adapter=clicks)
+        return Predictor(backend=backend, cache=EmbeddingCache(disk_dir=disk))
+    from ..core.model import default_device, load_model
+
     model = load_model(args.model, device=args.device or default_device(),
                        model_type=args.model_type, use_click_adapter=clicks)
     if getattr(args, "adapter", None):
         from ..core.adapters import adapters_of, find_adapter
 
         adapters_of(model).load(find_adapter(args.adapter))
-    disk = None if args.no_disk_cache else (args.cache_dir or default_cache_dir() / "embeddings")
     return Predictor(model, EmbeddingCache(disk_dir=disk))

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .adapters import routed
+from .backends.preprocess import mask_from_logits, upscale_logits
 from .embeddings import Embedding, EmbeddingCache, make_key, pixel_hash
 from .errors import InputError, NoImageError
 from .intensity import Preset, get_preset
-from .model import SamModel, load_model
+
+if TYPE_CHECKING:  # torch stays unimported on the ONNX path
+    from .backends.base import Backend
+    from .model import SamModel
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     if image.dtype.kind == "f" and not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         raise InputError(
-            f"The image has {bad} NaN or infinite pixel values. Fill or crop them before segmenting."
+            f"The image has {bad} NaN or infinite pixel values. "
+            "Fill or crop them before segmenting."
         )
     return image
 
@@ -72,22 +75,41 @@ class Predictor:
     Args:
         model: a loaded model, or None for the default LiteMedSAM on the best device.
         cache: an `EmbeddingCache`; a memory-only one is made when None.
+        backend: what runs the encoder and decoder (see `core.backends`); default a torch
+            backend over `model`. An ONNX backend (`backends.make_backend("balanced")`) runs
+            without importing torch.
     """
 
-    def __init__(self, model: SamModel | None = None, cache: EmbeddingCache | None = None):
-        self.model = model if model is not None else load_model()
+    def __init__(
+        self,
+        model: SamModel | None = None,
+        cache: EmbeddingCache | None = None,
+        backend: Backend | None = None,
+    ):
+        if backend is None:
+            from .backends.torch_backend import TorchBackend
+            from .model import default_device, load_model
+
+            backend = TorchBackend(model if model is not None else load_model(
+                device=default_device()))
+        self.backend = backend
         self.cache = cache if cache is not None else EmbeddingCache()
         self.embedding: Embedding | None = None
         self.key: str | None = None
-        self._features: torch.Tensor | None = None
+        self._features: Any = None
         self.encoder_calls = 0
+
+    @property
+    def model(self) -> SamModel:
+        """The torch model (with an ONNX backend it is loaded on first access)."""
+        return self.backend.model
 
     # ---- encoding -------------------------------------------------------------------------
     def image_key(self, image: np.ndarray, preset: str | Preset = "auto", bounds=None) -> str:
         """The cache key `set_image` would use for this image."""
         preset = get_preset(preset)
         prep = f"{preset.key}|{bounds}" if bounds is not None else preset.key
-        return make_key(pixel_hash(validate_image(image)), self.model.cache_id, prep)
+        return make_key(pixel_hash(validate_image(image)), self.backend.cache_id, prep)
 
     def set_image(
         self, image: np.ndarray, preset: str | Preset = "auto", bounds=None
@@ -115,9 +137,9 @@ class Predictor:
     def compute_embedding(self, image: np.ndarray, preset: Preset, bounds=None) -> Embedding:
         """Run the encoder (no cache)."""
         self.encoder_calls += 1
-        features, resized = self.model.encode(to_unit_rgb(image, preset, bounds))
+        features, resized = self.backend.encode(to_unit_rgb(image, preset, bounds))
         return Embedding(
-            features=features[0].float().cpu().numpy(),
+            features=features,
             original_size=tuple(int(v) for v in image.shape[:2]),
             input_size=resized,
         )
@@ -126,7 +148,7 @@ class Predictor:
         """Make a precomputed embedding current (e.g. from a volume's cache)."""
         self.embedding = entry
         self.key = key
-        self._features = torch.from_numpy(entry.features)[None].to(self.model.device)
+        self._features = self.backend.load_features(entry.features)
 
     def reset_image(self) -> None:
         self.embedding, self.key, self._features = None, None, None
@@ -136,7 +158,9 @@ class Predictor:
         return self.embedding is not None
 
     @property
-    def features(self) -> torch.Tensor:
+    def features(self) -> Any:
+        """The current embedding as the backend holds it (a torch tensor for the torch backend,
+        a (1, 256, 64, 64) numpy array for ONNX)."""
         if self._features is None:
             raise NoImageError("No image is set: call set_image() before predict().")
         return self._features
@@ -167,56 +191,31 @@ class Predictor:
         if mask_input is not None:
             masks_in = np.asarray(mask_input, dtype=np.float32)
             masks_in = masks_in.reshape(-1, 1, *masks_in.shape[-2:])
-            if masks_in.shape[-2:] != tuple(self.model.prompt_encoder.mask_input_size):
+            if masks_in.shape[-2:] != tuple(self.backend.mask_input_size):
                 raise InputError(
                     f"mask_input must be the low_res_logits of a previous prediction "
-                    f"{tuple(self.model.prompt_encoder.mask_input_size)}, got {masks_in.shape}."
+                    f"{tuple(self.backend.mask_input_size)}, got {masks_in.shape}."
                 )
         logits, scores = self.decode(coords, lab, boxes, masks_in, multimask)
-        masks = self.upscale(logits) > 0.0
-        return Prediction(
-            masks=masks.cpu().numpy(),
-            scores=scores.cpu().numpy(),
-            low_res_logits=logits[:, 0].cpu().numpy(),
-        )
+        emb, size = self.embedding, self.backend.image_size
+        masks = mask_from_logits(logits, size, emb.input_size, emb.original_size)
+        return Prediction(masks=masks, scores=scores, low_res_logits=logits[:, 0])
 
-    @torch.no_grad()
     def decode(self, coords, labels, boxes, mask_input, multimask: bool = False):
-        """Prompt encoder + mask decoder on input-frame numpy prompts; (N,1,256,256) logits."""
-        dev = self.model.device
-        pts = None
-        if coords is not None:
-            pts = (torch.from_numpy(coords).float().to(dev), torch.from_numpy(labels).to(dev))
-        boxes_t = torch.from_numpy(boxes).float().to(dev) if boxes is not None else None
-        masks_t = torch.from_numpy(mask_input).to(dev) if mask_input is not None else None
-        n = max(len(x) for x in (coords, boxes, mask_input) if x is not None)
-        if pts is not None and len(pts[0]) != n:
-            pts = (pts[0].expand(n, -1, -1), pts[1].expand(n, -1))
-        if masks_t is not None and len(masks_t) != n:
-            masks_t = masks_t.expand(n, -1, -1, -1)
-        with routed(self.model, has_points=pts is not None):  # click adapter: boxes stay base
-            sparse, dense = self.model.prompt_encoder(points=pts, boxes=boxes_t, masks=masks_t)
-            logits, iou = self.model.mask_decoder(
-                image_embeddings=self.features,
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-            )
-        if multimask:
-            best = iou.argmax(dim=1)
-            idx = torch.arange(len(best), device=best.device)
-            logits, iou = logits[idx, best][:, None], iou[idx, best][:, None]
-        return logits.float(), iou[:, 0].float()
+        """Prompt encoder + mask decoder on input-frame numpy prompts.
 
-    def upscale(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N,1,256,256) low-res logits -> (N, H, W) logits on the original image grid."""
+        Returns:
+            numpy float32 (N, 1, 256, 256) low-res logits and (N,) scores.
+        """
+        return self.backend.decode(self.features, coords, labels, boxes, mask_input, multimask)
+
+    def upscale(self, logits) -> np.ndarray:
+        """(N,1,256,256) low-res logits (numpy or torch) -> (N, H, W) logits on the image grid."""
+        if hasattr(logits, "detach"):  # a torch tensor from older callers
+            logits = logits.detach().float().cpu().numpy()
         emb = self.embedding
-        s = self.model.image_size
-        x = F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
-        x = x[..., : emb.input_size[0], : emb.input_size[1]]
-        x = F.interpolate(x, emb.original_size, mode="bilinear", align_corners=False)
-        return x[:, 0]
+        return upscale_logits(np.asarray(logits), self.backend.image_size, emb.input_size,
+                              emb.original_size)
 
     def _prompts_to_input_frame(self, points, labels, box):
         emb = self.embedding

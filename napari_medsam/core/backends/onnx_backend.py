@@ -1,0 +1,222 @@
+"""The onnxruntime backend: exported encoder + decoder, numpy only (torch is never imported here).
+
+Session settings: all graph optimisations, one intra-op thread per core (override with
+$NAPARI_MEDSAM_THREADS), sequential execution, and no spin-waiting between runs so an idle
+annotation tool does not burn the laptop's CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MedSAMError
+from .base import OUTSIDE_LOGIT, Backend, prompt_count
+from .preprocess import prepare_input
+from .weights import ModelInfo
+
+log = logging.getLogger(__name__)
+UP = 4  # low-res logit pixels per embedding cell (256 / 64)
+
+
+def default_threads() -> int:
+    """Threads per session: $NAPARI_MEDSAM_THREADS, else the CPUs this process may use."""
+    env = os.environ.get("NAPARI_MEDSAM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int | None = None):
+    """onnxruntime SessionOptions tuned for interactive CPU use."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+def open_session(path: str | Path, threads: int | None = None):
+    """An InferenceSession on the CPU, with a plain-words error for a damaged file."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(
+            str(path), session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise MedSAMError(
+            f"The exported model {path} could not be opened ({type(exc).__name__}). Delete it; "
+            "it will be exported again (or run: napari-medsam export)."
+        ) from exc
+
+
+def pack_prompts(coords, labels, boxes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points and box corners as the decoder's (N, K, 2) coords and (N, K) labels.
+
+    Mirrors segment_anything's PromptEncoder: a padding point (label -1) when there is no box,
+    box corners as labels 2 and 3 after the clicks.
+    """
+    parts_c, parts_l = [], []
+    if coords is not None:
+        c = np.asarray(coords, dtype=np.float32)
+        lab = np.asarray(labels, dtype=np.float32)
+        parts_c.append(np.broadcast_to(c, (n, *c.shape[1:])))
+        parts_l.append(np.broadcast_to(lab, (n, lab.shape[1])))
+    if boxes is None:
+        parts_c.append(np.zeros((n, 1, 2), np.float32))
+        parts_l.append(np.full((n, 1), -1.0, np.float32))
+    else:
+        parts_c.append(np.asarray(boxes, dtype=np.float32).reshape(n, 2, 2))
+        parts_l.append(np.tile(np.array([[2.0, 3.0]], np.float32), (n, 1)))
+    return np.concatenate(parts_c, axis=1), np.concatenate(parts_l, axis=1)
+
+
+def region_cells(
+    coords, boxes, margin: float, cell: float, side: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embedding rows/cols around the boxes (and clicks), grown by `margin` x the box size.
+
+    `cell` is the size of one embedding cell in encoder-input pixels (256 / 64 for LiteMedSAM).
+    """
+    pts = np.asarray(boxes, dtype=np.float64).reshape(-1, 2)
+    if coords is not None:
+        pts = np.concatenate([pts, np.asarray(coords, dtype=np.float64).reshape(-1, 2)])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    grow = margin * (hi - lo).max() + 2 * cell
+    (x0, y0), (x1, y1) = (lo - grow) / cell, (hi + grow) / cell
+    rows = np.arange(max(int(y0), 0), min(int(np.ceil(y1)) + 1, side))
+    cols = np.arange(max(int(x0), 0), min(int(np.ceil(x1)) + 1, side))
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+class OnnxBackend(Backend):
+    """Runs exported ONNX models with onnxruntime on the CPU.
+
+    Args:
+        encoder_path, decoder_path: exported models (see `backends.export`).
+        info: the model they were exported from.
+        encoder_variant: "fp32" or "int8" (decides the embedding cache id).
+        decoder_variant: "fp32" or "int8" (for `describe`).
+        roi_margin: None decodes the whole image (exact); a number decodes only the box region
+            grown by that fraction of the box size (the `fast` profile) when a box is given.
+        threads: intra-op threads (default: `default_threads()`).
+        box_decoder_path: decoder for box-only prompts when the active adapter is a click
+            adapter that leaves boxes to the base model (None: the same decoder).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        encoder_path: str | Path,
+        decoder_path: str | Path,
+        info: ModelInfo,
+        encoder_variant: str = "fp32",
+        decoder_variant: str = "fp32",
+        roi_margin: float | None = None,
+        threads: int | None = None,
+        box_decoder_path: str | Path | None = None,
+    ):
+        self._info = info
+        self.encoder_path, self.decoder_path = Path(encoder_path), Path(decoder_path)
+        self.encoder_variant = encoder_variant
+        self.decoder_variant = decoder_variant
+        self.roi_margin = roi_margin
+        self.threads = threads
+        self.box_decoder_path = Path(box_decoder_path) if box_decoder_path else None
+        self._encoder = None  # opened on the first encode: decoding cached embeddings is enough
+        self._decoder = open_session(self.decoder_path, threads)
+        self._box_decoder = open_session(self.box_decoder_path, threads) if (
+            self.box_decoder_path) else self._decoder
+        self._multi: dict[bool, object] = {}
+        self._model = None
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def model(self):
+        """The torch `SamModel` (loaded on first access, importing torch): for adapters only."""
+        if self._model is None:
+            from .export import load_torch_model
+
+            log.info("Loading the torch model next to the ONNX backend (imports torch).")
+            self._model = load_torch_model(self._info)
+        return self._model
+
+    def encode(self, image01: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        if self._encoder is None:
+            self._encoder = open_session(self.encoder_path, self.threads)
+        x, resized = prepare_input(image01, self.image_size, self._info.normalization)
+        (features,) = self._encoder.run(None, {"image": x})
+        return np.asarray(features[0], dtype=np.float32), resized
+
+    def decode(self, features, coords, labels, boxes, mask_input, multimask=False):
+        n = prompt_count(coords, boxes, mask_input)
+        point_coords, point_labels = pack_prompts(coords, labels, boxes, n)
+        side = features.shape[-1]
+        if mask_input is None:
+            masks = np.zeros((n, 1, UP * side, UP * side), np.float32)
+            has_mask = np.zeros(n, np.float32)
+        else:
+            masks = np.ascontiguousarray(np.broadcast_to(mask_input, (n, *mask_input.shape[1:])))
+            has_mask = np.ones(n, np.float32)
+        full = np.arange(side, dtype=np.int64)
+        rows = cols = full
+        if self.roi_margin is not None and boxes is not None and not multimask:
+            rows, cols = region_cells(
+                coords, boxes, self.roi_margin, self.image_size / side, side)
+        feeds = {
+            "image_embeddings": features,
+            "point_coords": point_coords,
+            "point_labels": point_labels,
+            "mask_input": masks.astype(np.float32, copy=False),
+            "has_mask_input": has_mask,
+            "roi_rows": rows,
+            "roi_cols": cols,
+        }
+        box_only = coords is None
+        if multimask:
+            session = self._multimask_session(box_only)
+        else:
+            session = self._box_decoder if box_only else self._decoder
+        logits, iou = session.run(None, feeds)
+        if multimask:
+            best = iou.argmax(axis=1)
+            logits, iou = logits[np.arange(n), best][:, None], iou[np.arange(n), best][:, None]
+        if len(rows) != side or len(cols) != side:
+            canvas = np.full((n, 1, UP * side, UP * side), OUTSIDE_LOGIT, np.float32)
+            canvas[:, :, UP * rows[0] : UP * (rows[-1] + 1), UP * cols[0] : UP * (cols[-1] + 1)] = (
+                logits)
+            logits = canvas
+        return logits, iou[:, 0].astype(np.float32)
+
+    def _multimask_session(self, box_only: bool):
+        """The three-candidate decoder, exported on first use (imports torch once)."""
+        base = box_only and self.box_decoder_path is not None
+        if base not in self._multi:
+            from .export import ensure_decoder
+
+            info = self._info.base if base else self._info
+            path = ensure_decoder(info, self.decoder_variant, multimask=True,
+                                  folder=self.decoder_path.parent)
+            self._multi[base] = open_session(path, self.threads)
+        return self._multi[base]
+
+    def describe(self) -> str:
+        region = ", box-region decoding" if self.roi_margin is not None else ""
+        return (f"onnxruntime on CPU ({self.encoder_variant} encoder, {self.decoder_variant} "
+                f"decoder{region}, {self.threads or default_threads()} threads)")

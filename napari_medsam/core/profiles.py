@@ -1,0 +1,171 @@
+"""Execution profiles: accurate, balanced, fast, and `auto` (the most accurate within a budget).
+
+In the spirit of TiPE-SAM's resource-aware execution, each profile trades a measured amount of
+accuracy for speed (numbers in docs/performance.md, from benchmarks/bench_backends.py):
+  * accurate: fp32 ONNX encoder + decoder; the same masks as torch fp32, faster on the CPU.
+  * balanced: int8 encoder (static, calibrated on real images) + fp32 decoder.
+  * fast:     int8 encoder + int8 decoder, and only the box region decoded at high resolution.
+`auto` measures what each profile costs on this machine once (cached per machine) and picks the
+most accurate one that meets the latency budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .embeddings import default_cache_dir
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How the ONNX backend runs.
+
+    Attributes:
+        encoder / decoder: "fp32" or "int8".
+        roi_margin: None decodes the whole image; a fraction grows the box region that is
+            decoded at high resolution (box prompts only).
+    """
+
+    name: str
+    encoder: str
+    decoder: str
+    roi_margin: float | None
+    summary: str
+
+
+PROFILES: dict[str, Profile] = {
+    "accurate": Profile("accurate", "fp32", "fp32", None,
+                        "fp32 ONNX: the torch fp32 masks, about 2x faster on the CPU"),
+    "balanced": Profile("balanced", "int8", "fp32", None,
+                        "int8 encoder calibrated on real images, fp32 decoder"),
+    "fast": Profile("fast", "int8", "int8", 0.25,
+                    "int8 encoder and decoder, box region decoded only"),
+}
+ORDER = ("accurate", "balanced", "fast")  # most accurate first
+CHOICES = ("torch", *ORDER, "auto")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Latency budget for `auto`: one click and one slice embedding, in milliseconds."""
+
+    click_ms: float = 60.0
+    encode_ms: float = 1500.0
+
+
+@dataclass
+class Cost:
+    """Measured median latency of one profile on this machine."""
+
+    profile: str
+    encode_ms: float
+    click_ms: float
+    threads: int
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name` (accurate, balanced or fast)."""
+    key = (name or "").strip().lower()
+    if key not in PROFILES:
+        raise InputError(f"Unknown profile '{name}'. Choose one of: {', '.join(CHOICES)}.")
+    return PROFILES[key]
+
+
+def machine_key(info, threads: int) -> str:
+    """What a measured cost depends on: CPU, threads, onnxruntime version, weights."""
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()}|{cpu}|{os.cpu_count()}|{threads}|{onnxruntime.__version__}|" \
+           f"{info.weights_sha256[:16]}"
+
+
+def _costs_file() -> Path:
+    return default_cache_dir() / "profile-costs.json"
+
+
+def _synthetic_image(side: int = 256) -> np.ndarray:
+    """A smooth image with a bright disc: cost does not depend on content, only on size."""
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    disc = ((yy - 0.5) ** 2 + (xx - 0.45) ** 2 < 0.05).astype(np.float32)
+    image = (0.3 * yy + 0.2 * xx + 0.5 * disc).astype(np.float32)
+    return np.repeat(image[..., None], 3, axis=2)
+
+
+def measure(backend, repeats: int = 3) -> tuple[float, float]:
+    """Median encode and click (decode + mask) latency of a backend, in ms."""
+    from .backends.preprocess import mask_from_logits
+
+    image = _synthetic_image(backend.image_size)
+    backend.encode(image)  # warm-up (opens the session)
+    enc = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        features, resized = backend.encode(image)
+        enc.append(time.perf_counter() - start)
+    handle = backend.load_features(features)
+    box = np.array([[60.0, 50.0, 180.0, 170.0]])
+    clicks = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        logits, _ = backend.decode(handle, None, None, box, None)
+        mask_from_logits(logits, backend.image_size, resized, resized)
+        if i:
+            clicks.append(time.perf_counter() - start)
+    return 1000 * float(np.median(enc)), 1000 * float(np.median(clicks))
+
+
+def profile_costs(info, threads: int | None = None, remeasure: bool = False,
+                  folder=None) -> dict[str, Cost]:
+    """Cost of every profile on this machine (measured once, then read from the user cache)."""
+    from .backends.onnx_backend import default_threads
+
+    threads = threads or default_threads()
+    key = machine_key(info, threads)
+    path = _costs_file()
+    stored = {}
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            stored = {}
+    if not remeasure and key in stored:
+        return {k: Cost(**v) for k, v in stored[key].items()}
+    from .backends import onnx_backend_for
+
+    costs = {}
+    for name in ORDER:
+        backend = onnx_backend_for(get_profile(name), info, folder=folder, threads=threads)
+        enc, click = measure(backend)
+        costs[name] = Cost(name, round(enc, 1), round(click, 1), threads)
+        log.info("profile %s: encode %.0f ms, click %.1f ms", name, enc, click)
+    stored[key] = {k: asdict(v) for k, v in costs.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stored, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("Could not store profile costs in %s (%s).", path, exc)
+    return costs
+
+
+def choose_auto(costs: dict[str, Cost], budget: Budget | None = None) -> str:
+    """The most accurate profile whose measured costs fit the budget (else the fastest)."""
+    budget = budget or Budget()
+    for name in ORDER:
+        cost = costs.get(name)
+        if cost and cost.click_ms <= budget.click_ms and cost.encode_ms <= budget.encode_ms:
+            return name
+    return ORDER[-1]
