@@ -66,7 +66,9 @@ class Session:
                 raise InputError(f"A volume must be (slices, rows, columns), got {image.shape}.")
             validate_image(image[0])
             if image.dtype.kind == "f" and not np.isfinite(image).all():
-                raise InputError("The volume has NaN or infinite voxels. Fill them before segmenting.")
+                raise InputError(
+                    "The volume has NaN or infinite voxels. Fill them before segmenting."
+                )
             self.bounds = self.preset.bounds(image)
         else:
             image = validate_image(image)
@@ -151,7 +153,8 @@ class Session:
     def add_point(self, x: float, y: float, positive: bool = True) -> np.ndarray:
         """Add a click and return the new preview mask."""
         s = self.state
-        new = PromptState(s.points + [(float(x), float(y))], s.labels + [int(bool(positive))], s.box)
+        points = s.points + [(float(x), float(y))]
+        new = PromptState(points, s.labels + [int(bool(positive))], s.box)
         return self._run(new, feed_back=s.logits)
 
     def set_box(self, box) -> np.ndarray:
@@ -163,7 +166,8 @@ class Session:
     def _run(self, new: PromptState, feed_back: np.ndarray | None) -> np.ndarray:
         self.embed()
         pred = self.predict_state(new, feed_back)
-        new.logits, new.mask, new.score = pred.low_res_logits[0], pred.masks[0], float(pred.scores[0])
+        new.logits, new.mask = pred.low_res_logits[0], pred.masks[0]
+        new.score = float(pred.scores[0])
         self._history.append(new)
         return new.mask
 
