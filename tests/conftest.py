@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+from datahelpers import load_pair  # noqa: F401  (re-exported for older imports)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("NAPARI_MEDSAM_DATA", REPO.parent / "shared" / "data"))
@@ -42,15 +42,6 @@ def predictor(model):
     from napari_medsam.core.predictor import Predictor
 
     return Predictor(model, EmbeddingCache())
-
-
-def load_pair(data_dir: Path, pair: dict):
-    """(image, label map) of one manifest pair, in core layout."""
-    from napari_medsam.core.io import read_image
-
-    image = read_image(data_dir / pair["image"]).data
-    labels = np.asarray(read_image(data_dir / pair["mask"]).data)
-    return image, labels
 
 
 @pytest.fixture(autouse=True, scope="session")

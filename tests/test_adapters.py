@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_pair
+from datahelpers import load_pair
 
 from napari_medsam.core.adapters import adapters_of, find_adapter, list_adapters, registry_path
 from napari_medsam.core.corrections import CorrectionStore, to_train_set

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import load_pair
+from datahelpers import load_pair
 
 from napari_medsam.core.adapters import click_adapter_dir
 from napari_medsam.core.click_eval import click_dices, evaluate_clicks, summarize_clicks

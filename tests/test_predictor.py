@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_pair
+from datahelpers import load_pair
 
 from napari_medsam.core.errors import InputError, NoImageError
 from napari_medsam.core.metrics import bbox, dice
