@@ -46,8 +46,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--val-objects", type=int, default=60,
                    help="validation objects used for early stopping (spread over datasets)")
     p.add_argument("--cache", default=None, help="embedding cache folder")
-    p.add_argument("--max-cases", type=int, default=None,
-                   help="train on the first N patients/cases of each dataset (manifest order)")
+    p.add_argument("--max-cases", default=None, metavar="DATASET:N,...",
+                   help="train on the first N patients/cases of these datasets (manifest "
+                        "order), e.g. camus:140; other datasets are used whole")
     p.add_argument("--out", default=str(REPO / "napari_medsam/resources/adapters/click"))
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--minutes", type=float, default=None)
@@ -66,14 +67,16 @@ def parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def first_cases(folder: str, n: int | None) -> list[str] | None:
-    """The first n cases of each dataset in manifest order (None: all)."""
-    if n is None:
+def first_cases(folder: str, limits: str | None) -> list[str] | None:
+    """The cases to train on: the first N of each dataset named in `limits` ("camus:140"),
+    every case of the others (None: all cases)."""
+    if not limits:
         return None
+    caps = {name: int(n) for name, n in (item.split(":") for item in limits.split(","))}
     chosen: dict[str, list[str]] = {}
     for pair in load_manifest(folder):
         cases = chosen.setdefault(pair["dataset"], [])
-        if pair["case"] not in cases and len(cases) < n:
+        if pair["case"] not in cases and len(cases) < caps.get(pair["dataset"], 10**9):
             cases.append(pair["case"])
     return [c for cases in chosen.values() for c in cases]
 

@@ -92,6 +92,35 @@ def save_results(path: Path, key: str, entry: dict) -> None:
     tmp.replace(path)
 
 
+def markdown_tables(results: dict) -> str:
+    """The docs/autoseg.md tables: dev Dice of each head (dense and chosen mode) vs box prompt."""
+    lines = []
+    for dataset, (_, names, _, _) in TASKS.items():
+        box = results.get(f"{dataset}-box-prompt")
+        if box is None:
+            continue
+        cols = " | ".join(names)
+        lines += [f"\n**{dataset}** (dev patients of ../shared/data)\n",
+                  f"| head | train images | path | {cols} | mean | CPU s | params |",
+                  "|---|---|---|" + "---|" * len(names) + "---|---|---|"]
+        lines.append("| box prompt (GT box + 5 px), upper bound | - | box | "
+                     + " | ".join(f"{box[n]:.3f}" for n in names)
+                     + f" | {np.mean([box[n] for n in names]):.3f} | - | - |")
+        keys = sorted((k for k in results if k.startswith(dataset) and "box-prompt" not in k),
+                      key=lambda k: (results[k]["kind"], results[k]["training_images"]))
+        for key in keys:
+            r = results[key]
+            for path in dict.fromkeys(["dense", r["dev"]["chosen"]]):
+                d = r["dev"]["dice"][path]
+                label = path if path == "dense" else f"{path} (val-chosen)"
+                lines.append(
+                    f"| {r['kind']} | {r['training_images']} | {label} | "
+                    + " | ".join(f"{d[n]:.3f}" for n in names)
+                    + f" | {np.mean([d[n] for n in names]):.3f} | "
+                    f"{r.get('training_cpu_seconds', '-')} | {r['parameters']:,} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", default=str(REPO.parent / "shared" / "train"))
@@ -101,7 +130,11 @@ def main() -> int:
     ap.add_argument("--curve", action="store_true", help="few-shot curve instead of shipping")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "autoseg.json"))
+    ap.add_argument("--table", action="store_true", help="print the markdown tables and stop")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_tables(json.loads(Path(args.out).read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     model = load_model("litemedsam")
     predictor = Predictor(model, EmbeddingCache(memory_bytes=1 << 28, disk_dir=args.cache_dir))

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             from ..core.backends.quantize import quantize_encoder
 
             target = encoder_file(info, "int8-static", args.out)
-            quantize_encoder(encoder_file(info, "fp32", args.out), target, info, "static",
+            quantize_encoder(encoder_file(info, "fp32", args.out), target, info, "int8-static",
                              args.calibration_dir, args.save_ranges)
             paths.append(target)
         else:

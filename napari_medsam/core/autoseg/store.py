@@ -71,6 +71,9 @@ def save_head(folder: str | Path, head: torch.nn.Module, model, metadata: dict) 
         "base_model": model.model_id,
         "base_model_sha256": model.weights_sha256,
     })
+    tmp.chmod(0o755)  # mkdtemp makes it private; a head is shared like any model file
+    for path in tmp.iterdir():
+        path.chmod(0o644)
     return replace_folder(tmp, folder)
 
 
@@ -85,7 +88,7 @@ def load_head(name_or_path: str | Path, model) -> AutoHead:
     try:
         module = build_head(metadata["config"])
         module.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
-    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+    except Exception as exc:  # safetensors, torch and OS errors alike: the file is unusable
         raise CheckpointError(f"The head in {folder} is damaged or incomplete ({exc}); "
                               "train it again or reinstall the package.") from exc
     return AutoHead(module.to(model.device).eval(), metadata)

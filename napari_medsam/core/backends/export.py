@@ -26,7 +26,7 @@ from .weights import ModelInfo
 log = logging.getLogger(__name__)
 EXPORT_VERSION = 1
 OPSET = 17
-ENCODER_VARIANTS = ("fp32", "int8", "int8-static")
+ENCODER_VARIANTS = ("fp32", "int8", "int8-all", "int8-static")
 DECODER_VARIANTS = ("fp32", "int8")
 
 
@@ -151,7 +151,7 @@ def ensure_encoder(info: ModelInfo, variant: str = "fp32", folder=None, model=No
     """The encoder file for `variant`, exporting (and quantizing) it if it is missing.
 
     Args:
-        variant: "fp32", "int8" (dynamic) or "int8-static" (calibrated; see `quantize`).
+        variant: "fp32", "int8", "int8-all" or "int8-static" (see `quantize`).
         calibration: for "int8-static": a folder of images to calibrate on; default the
             ranges shipped with the package (measured on real training images).
     """
@@ -167,9 +167,8 @@ def ensure_encoder(info: ModelInfo, variant: str = "fp32", folder=None, model=No
     if variant != "fp32":
         from .quantize import quantize_encoder
 
-        method = "static" if variant == "int8-static" else "dynamic"
         log.warning("Quantizing the image encoder to int8 (once): %s", path)
-        _write_atomic(path, lambda p: quantize_encoder(fp32, p, info, method, calibration))
+        _write_atomic(path, lambda p: quantize_encoder(fp32, p, info, variant, calibration))
     return path
 
 

