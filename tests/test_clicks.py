@@ -38,7 +38,7 @@ def test_next_click_targets_largest_error_region():
     truth = disk((100, 100), (50, 50), 30)
     pred = truth.copy()
     pred[20:35, 40:60] = False  # a small miss
-    extra = disk((100, 100), (50, 90), 9) & ~truth  # a larger spill outside
+    extra = disk((100, 100), (50, 90), 12) & ~truth  # a larger spill outside
     click = next_click(truth, pred | extra)
     assert not click.positive and extra[click.y, click.x]
     click = next_click(truth, pred)
