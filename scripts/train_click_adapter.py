@@ -50,17 +50,18 @@ def parse(argv=None) -> argparse.Namespace:
                    help="train on the first N patients/cases of these datasets (manifest "
                         "order), e.g. camus:140; other datasets are used whole")
     p.add_argument("--out", default=str(REPO / "napari_medsam/resources/adapters/click"))
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--max-clicks", type=int, default=6)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--max-clicks", type=int, default=5)
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp32", action="store_true", help="train in float32 (default bf16 autocast)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-encode", action="store_true",
                    help="skip images whose embedding is not cached (quick experiments)")
@@ -125,7 +126,8 @@ def main(argv=None) -> int:
     config = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch,
                          lr=args.lr, mix=(0.0, 0.7, 0.3), max_clicks=args.max_clicks,
                          val_every=args.val_every, patience=args.patience,
-                         box_prompts="base", seed=args.seed, device=args.device)
+                         box_prompts="base", bf16=not args.fp32, seed=args.seed,
+                         device=args.device)
 
     def progress(p):
         if p.val is not None:
@@ -152,7 +154,8 @@ def main(argv=None) -> int:
                       "steps": result.steps, "best_step": result.best_step,
                       "stopped": result.stopped, "minutes": round(result.seconds / 60, 1)},
                      indent=1))
-    print(f"saved {args.out} ({time.monotonic() - t0:.0f} s in all)")
+    print(f"saved {args.out} ({time.monotonic() - t0:.0f} s in all, "
+          f"{time.process_time():.0f} s of CPU time)")
     return 0
 
 

@@ -33,6 +33,7 @@ class TrainConfig:
     val_every / patience: validate every N steps; stop after `patience` checks without gain.
     box_prompts: "adapter" (boxes are trained too) or "base" (box-only prompts stay with the
         base model, as for the click adapter; the box of box + clicks comes from the base).
+    bf16: bfloat16 autocast for the trained passes (faster; validation stays float32).
     """
 
     steps: int = 400
@@ -49,6 +50,7 @@ class TrainConfig:
     patience: int = 4
     val_clicks: int = 5
     box_prompts: str = "adapter"
+    bf16: bool = False
     seed: int = 0
     device: str = "cpu"
 
@@ -167,7 +169,7 @@ def train(
         best_params = {k: p.detach().clone() for k, p in params.items()}
         history.append({"step": 0, **val_before})
     weights = sampling_weights(train_set, config.balance)
-    roll = Rollout(model, rng, config.jitter, config.box_margin, box_context)
+    roll = Rollout(model, rng, config.jitter, config.box_margin, box_context, config.bf16)
     start, bad, stopped, loss_avg = time.monotonic(), 0, "steps", 0.0
     while step < config.steps:
         if cancel is not None and cancel():

@@ -99,12 +99,16 @@ class Rollout:
         jitter: how far from the deepest point a training click may land (0..1).
         box_context: context for box-only passes, e.g. the base model for a click adapter that
             leaves boxes to the base (then box-only passes are not trained).
+        bf16: run trained passes under bfloat16 autocast (about a quarter faster on CPUs with
+            AVX-512 BF16, and on GPUs); validation passes always run in float32.
     """
 
     def __init__(self, model, rng: np.random.Generator | None = None, jitter: float = 0.0,
                  box_margin: tuple[int, int] = (0, 12),
-                 box_context: Callable[[], contextlib.AbstractContextManager] | None = None):
+                 box_context: Callable[[], contextlib.AbstractContextManager] | None = None,
+                 bf16: bool = False):
         self.model = model
+        self.bf16 = bf16
         self.rng = rng
         self.jitter = jitter
         self.box_margin = box_margin
@@ -154,7 +158,9 @@ class Rollout:
         return dices
 
     def _pass(self, batch, pts, lab, boxes, prev, on_pass, dices):
-        logits = decode_batch(self.model, batch.features, pts, lab, boxes, prev)
+        dev = batch.features.device.type
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=self.bf16 and on_pass is not None):
+            logits = decode_batch(self.model, batch.features, pts, lab, boxes, prev).float()
         if on_pass is not None:
             on_pass(logits)
         dices.append(hard_dice(logits.detach(), batch.truth, batch.valid))
