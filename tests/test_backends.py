@@ -262,6 +262,27 @@ def test_adapted_decoder_exports_merged_and_keyed(base_model, tmp_path):
     assert np.abs(want - base).max() > 0.05  # the adapter really changes the decoder
 
 
+def test_static_int8_encoder_from_shipped_ranges(base_info, exported, tmp_path):
+    """The calibrated (static) int8 encoder builds from the ranges that ship with the package
+    (measured on /work/shared/train) and stays close to fp32."""
+    import shutil
+
+    from napari_medsam.core.backends.export import ensure_encoder
+
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    shutil.copy(encoder_file(base_info, "fp32", exported), folder)
+    path = ensure_encoder(base_info, "int8-static", folder)
+    fp32 = OnnxBackend(encoder_file(base_info, "fp32", exported), path, base_info)
+    static = OnnxBackend(path, path, base_info, encoder_variant="int8-static")
+    yy, xx = np.mgrid[0:200, 0:240] / 200.0
+    image = np.repeat((0.5 + 0.4 * np.sin(6 * xx) * np.cos(4 * yy))[..., None], 3, 2)
+    a, _ = fp32.encode(image.astype(np.float32))
+    b, _ = static.encode(image.astype(np.float32))
+    cosine = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cosine > 0.98 and static.cache_id.endswith("+int8-static")
+
+
 def test_auto_picks_the_most_accurate_profile_within_budget():
     costs = {"accurate": Cost("accurate", 700, 40, 2), "balanced": Cost("balanced", 700, 14, 2),
              "fast": Cost("fast", 450, 12, 2)}

@@ -2,8 +2,8 @@
 
 File names carry the model kind, the weights hash, any adapter id and an export version, so a new
 model, a new adapter or a changed exporter never reuses a stale file:
-    litemedsam-79d8c9dca6db4d69-encoder-int8-v1.onnx
-    litemedsam-79d8c9dca6db4d69-lora.ab12cd34-decoder-fp32-v1.onnx
+    litemedsam-79d8c9dca6db4d69-encoder-int8-v2.onnx
+    litemedsam-79d8c9dca6db4d69-lora.ab12cd34-decoder-fp32-v2.onnx
 Files are written to a temporary name and renamed, so an interrupted export leaves nothing behind.
 This module imports torch; it runs only when a file is missing (or from `napari-medsam export`).
 """
@@ -24,7 +24,7 @@ from ..errors import MedSAMError
 from .weights import ModelInfo
 
 log = logging.getLogger(__name__)
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 OPSET = 17
 ENCODER_VARIANTS = ("fp32", "int8", "int8-all", "int8-static")
 DECODER_VARIANTS = ("fp32", "int8")
@@ -95,11 +95,14 @@ def _torch_export(module, args, path: Path, inputs, outputs, dynamic_axes=None) 
 
 
 def export_encoder(model, path: str | Path) -> Path:
-    """Export the (adapter-merged) image encoder of a `SamModel` as fp32 ONNX."""
+    """Export the (adapter-merged) image encoder of a `SamModel` as fp32 ONNX, with its MBConv
+    blocks computed in channel groups (same function, lower peak memory; `encoder_onnx`)."""
     import torch
 
+    from .encoder_onnx import export_ready
+
     adapted = bool(getattr(model, "encoder_tag", ""))
-    encoder = merged(model.image_encoder, adapted).cpu().float().eval()
+    encoder = export_ready(merged(model.image_encoder, adapted).cpu().float().eval())
     x = torch.zeros(1, 3, model.image_size, model.image_size)
     return _write_atomic(Path(path), lambda p: _torch_export(
         encoder, (x,), p, ["image"], ["image_embeddings"]))
