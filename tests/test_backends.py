@@ -211,8 +211,10 @@ print(json.dumps({"torch": "torch" in sys.modules, "pixels": int(mask.sum()),
 """
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 open: peak RSS of the ONNX CLI run (<= 400 MiB target) "
-                   "measured ~2 GiB while the backend was still being reworked")
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 4 open: peak RSS of the ONNX CLI run (target <= 400 MiB) measured ~2 GiB",
+)
 def test_onnx_path_never_imports_torch(exported, user_cache, data_dir, manifest, tmp_path):
     image = data_dir / [p for p in manifest if p["dataset"] == "camus"][0]["image"]
     env = {**os.environ, "NAPARI_MEDSAM_CACHE": str(user_cache), "NAPARI_MEDSAM_THREADS": "2"}
