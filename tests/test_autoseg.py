@@ -52,6 +52,15 @@ def _pairs(manifest, dataset, names):
 
 
 @pytest.fixture(scope="module")
+def dev_predictor(model):
+    """One predictor (memory cache) for the module: each dev image is encoded once."""
+    from napari_medsam.core.embeddings import EmbeddingCache
+    from napari_medsam.core.predictor import Predictor
+
+    return Predictor(model, EmbeddingCache())
+
+
+@pytest.fixture(scope="module")
 def camus_images(data_dir, manifest):
     pairs = _pairs(manifest, "camus", CAMUS_DEV)
     assert len(pairs) == len(CAMUS_DEV)
@@ -185,18 +194,18 @@ def _dice_per_structure(predictor, head: AutoHead, images) -> dict[int, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FLOORS))
-def test_shipped_head_dice_on_dev_patients(name, predictor, camus_images, ph2_images):
-    head = load_head(name, predictor.model)
+def test_shipped_head_dice_on_dev_patients(name, dev_predictor, camus_images, ph2_images):
+    head = load_head(name, dev_predictor.model)
     images = camus_images if name.startswith("camus") else ph2_images
-    got = _dice_per_structure(predictor, head, images)
+    got = _dice_per_structure(dev_predictor, head, images)
     for value, floor in FLOORS[name].items():
         assert got[value] > floor, f"{name} label {value}: Dice {got[value]:.3f} <= {floor}"
 
 
 @pytest.mark.slow
-def test_session_auto_then_commit(predictor, camus_images):
+def test_session_auto_then_commit(dev_predictor, camus_images):
     image, truth = camus_images[0]
-    s = Session(predictor)
+    s = Session(dev_predictor)
     s.set_image(image)
     labels = s.auto("camus-patch")
     assert labels.shape == truth.shape and set(np.unique(labels)) <= {0, 1, 2, 3}
