@@ -127,12 +127,12 @@ def agreement(reference: Predictor, others: dict[str, Predictor], targets: dict[
 
 
 RUNNER = """
-import resource, sys, time
+import sys, time
 from napari_medsam.cli import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
-print("RESULT", rc, round(time.perf_counter() - t, 2),
-      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "torch" in sys.modules)
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])  # peak RSS, kB
+print("RESULT", rc, round(time.perf_counter() - t, 2), hwm, "torch" in sys.modules)
 """
 
 
