@@ -294,6 +294,28 @@ def test_auto_picks_the_most_accurate_profile_within_budget():
     assert choose_auto(costs, Budget(click_ms=1, encode_ms=1)) == "fast"  # nothing fits
 
 
+def test_profile_costs_are_measured_once_and_auto_uses_them(base_info, exported):
+    from napari_medsam.core.profiles import profile_costs
+
+    costs = profile_costs(base_info, threads=2, folder=exported, repeats=1)
+    assert set(costs) == set(PROFILES)
+    assert all(c.encode_ms > 0 and c.click_ms > 0 for c in costs.values())
+    assert profile_costs(base_info, threads=2, folder=exported) == costs  # read back, not re-run
+    backend = make_backend("auto", model_name="litemedsam", use_click_adapter=False,
+                           folder=exported, threads=2,
+                           budget=Budget(click_ms=1e6, encode_ms=1e6))
+    assert backend.encoder_variant == "fp32" and backend.roi_margin is None  # = accurate
+
+
+def test_export_verb_lists_the_models(exported, capsys):
+    from napari_medsam.cli import main
+
+    assert main(["export", "--profile", "fast", "--out", str(exported),
+                 "--no-click-adapter"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder-int8" in out and "decoder-int8" in out
+
+
 def test_make_backend_torch_and_unknown_profile(base_model):
     model = base_model
     assert isinstance(make_backend("torch", model=model), TorchBackend)

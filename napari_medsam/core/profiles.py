@@ -130,7 +130,7 @@ def measure(backend, repeats: int = 3) -> tuple[float, float]:
 
 
 def profile_costs(info, threads: int | None = None, remeasure: bool = False,
-                  folder=None) -> dict[str, Cost]:
+                  folder=None, repeats: int = 3) -> dict[str, Cost]:
     """Cost of every profile on this machine (measured once, then read from the user cache)."""
     from .backends.onnx_backend import default_threads
 
@@ -150,7 +150,7 @@ def profile_costs(info, threads: int | None = None, remeasure: bool = False,
     costs = {}
     for name in ORDER:
         backend = onnx_backend_for(get_profile(name), info, folder=folder, threads=threads)
-        enc, click = measure(backend)
+        enc, click = measure(backend, repeats)
         costs[name] = Cost(name, round(enc, 1), round(click, 1), threads)
         log.info("profile %s: encode %.0f ms, click %.1f ms", name, enc, click)
     stored[key] = {k: asdict(v) for k, v in costs.items()}

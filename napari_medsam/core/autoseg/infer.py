@@ -93,7 +93,7 @@ def structure_logits(predictor: Predictor, head: AutoHead, modes, keep: bool = T
         raise NoImageError("No image is set: open an image before running automatic segmentation.")
     model, emb = predictor.model, predictor.embedding
     module = head.module.to(model.device).eval()
-    feats = predictor.features.float()
+    feats = torch.as_tensor(predictor.features).float()  # numpy on the ONNX backend
     out = module(feats)
     prob = torch.sigmoid(out.lowres)[0].float().cpu().numpy()
     objects = find_objects(prob, emb, model.image_size)
