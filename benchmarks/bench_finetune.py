@@ -34,6 +34,7 @@ from napari_medsam.core.metrics import bbox, dice  # noqa: E402
 from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
 from napari_medsam.core.training import TrainConfig, finetune, split_by_group  # noqa: E402
+from napari_medsam.core.training.loop import bf16_is_fast  # noqa: E402
 
 
 def make_corrections(train_dir: Path, folder: Path, predictor,
@@ -90,7 +91,8 @@ def main() -> int:
         train_set, val_set = split_by_group(data, 0.2)
         t0, c0 = time.monotonic(), time.process_time()
         result = finetune(model, train_set, val_set, predictor.cache, Path(tmp) / "echo",
-                          TrainConfig(steps=args.steps, val_every=10, lr=1e-3),
+                          TrainConfig(steps=args.steps, val_every=10, lr=1e-3,
+                                      bf16=bf16_is_fast()),
                           metadata={"modality": "ultrasound"})
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
     after = measure(predictor, targets)

@@ -81,6 +81,19 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+def bf16_is_fast(device: str = "cpu") -> bool:
+    """Whether bfloat16 autocast speeds training up here (a GPU with bf16, or a CPU with
+    AVX-512 BF16 / AMX); elsewhere it would be emulated and slower."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def score(val: dict) -> float:
     """One number to early-stop on: mean of the box and click Dice figures."""
     return float(np.mean([v for k, v in val.items() if k == "box" or k.startswith("click")]))
