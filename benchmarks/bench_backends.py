@@ -41,8 +41,13 @@ from napari_medsam.core.metrics import bbox, dice  # noqa: E402
 from napari_medsam.core.predictor import Predictor, to_unit_rgb  # noqa: E402
 
 
-def speed(backends: dict, image01: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
-    """Median encode / click / refine ms per backend, interleaved round by round."""
+def speed(backends: dict, image01: np.ndarray, repeats: int, clock=time.perf_counter
+          ) -> dict[str, dict[str, float]]:
+    """Median encode / click / refine ms per backend, interleaved round by round.
+
+    `clock=time.process_time` with one thread measures CPU time, which other processes on a
+    busy machine inflate far less than wall time (and torch's spinning threads not at all).
+    """
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     box = np.array([[70.0, 60.0, 170.0, 180.0]])
     point, label = np.array([[[120.0, 110.0]]]), np.array([[1]])
@@ -51,17 +56,17 @@ def speed(backends: dict, image01: np.ndarray, repeats: int) -> dict[str, dict[s
         b.decode(b.load_features(f), None, None, box, None)
     for _ in range(repeats):
         for name, b in backends.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             features, resized = b.encode(image01)
-            t1 = time.perf_counter()
+            t1 = clock()
             handle = b.load_features(features)
-            t2 = time.perf_counter()
+            t2 = clock()
             logits, _ = b.decode(handle, None, None, box, None)
             mask_from_logits(logits, b.image_size, resized, image01.shape[:2])
-            t3 = time.perf_counter()
+            t3 = clock()
             logits, _ = b.decode(handle, point, label, box, logits)
             mask_from_logits(logits, b.image_size, resized, image01.shape[:2])
-            t4 = time.perf_counter()
+            t4 = clock()
             for key, value in (("encode", t1 - t0), ("click", t3 - t2), ("refine", t4 - t3)):
                 times[name][key].append(1000 * value)
     return {n: {k: float(np.median(v)) for k, v in d.items()} for n, d in times.items()}
@@ -157,6 +162,8 @@ def main() -> None:
     ap.add_argument("--per-dataset", type=int, default=12, help="agreement targets per dataset")
     ap.add_argument("--threads", type=int, default=None, help="threads for torch and ORT")
     ap.add_argument("--emb-cache", default=None, help="torch fp32 embedding cache folder")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time CPU seconds instead of wall time (use with --threads 1)")
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--json", default=None, help="write all numbers to this file")
@@ -184,10 +191,12 @@ def main() -> None:
     from napari_medsam.core.intensity import get_preset
 
     unit = to_unit_rgb(pixels, get_preset("auto"))
-    res = speed(backends, unit, args.repeats)
+    res = speed(backends, unit, args.repeats, time.process_time if args.cpu_time else
+                time.perf_counter)
     report["speed"], report["load_after"] = res, os.getloadavg()
     base = res["torch fp32"]
-    print(f"\nspeed, {threads} threads, median of {args.repeats} (load avg "
+    what = "CPU time" if args.cpu_time else "wall time"
+    print(f"\nspeed ({what}), {threads} threads, median of {args.repeats} (load avg "
           f"{report['load_before'][0]:.1f} -> {report['load_after'][0]:.1f})")
     print(f"{'backend':12s} {'encode ms':>10s} {'x torch':>8s} {'click ms':>9s} {'x torch':>8s} "
           f"{'refine ms':>10s} {'x torch':>8s}")

@@ -13,7 +13,10 @@ rounding, checked against torch in the tests):
   * the 2x2 stride-2 transposed convolutions become per-token MatMuls (no overlap), LayerNorm2d
     a plain LayerNorm over channels, and only the final one-channel mask is pixel-shuffled;
   * `roi_rows` / `roi_cols` pick the 64x64 embedding cells to upscale: all of them for the exact
-    path, the box region for the `fast` profile ("decode only the region of the box").
+    path, the box region for the `fast` profile ("decode only the region of the box");
+  * without a mask (has_mask_input = 0) the caller passes a 4 x 4 dummy mask_input: its
+    downscaled embedding (B, C, 1, 1) is multiplied by 0 and broadcasts, so the mask
+    convolutions cost nothing on a first click.
 
 Inputs: image_embeddings (1, 256, 64, 64); point_coords (B, K, 2) in encoder-input pixels;
 point_labels (B, K): -1 padding, 0 negative, 1 positive, 2 / 3 box corners; mask_input
@@ -37,7 +40,7 @@ OUTPUT_NAMES = ["low_res_logits", "iou_predictions"]
 DYNAMIC_AXES = {
     "point_coords": {0: "prompts", 1: "points"},
     "point_labels": {0: "prompts", 1: "points"},
-    "mask_input": {0: "prompts"},
+    "mask_input": {0: "prompts", 2: "mask_height", 3: "mask_width"},
     "has_mask_input": {0: "prompts"},
     "roi_rows": {0: "rows"},
     "roi_cols": {0: "cols"},

@@ -2,8 +2,8 @@
 
 File names carry the model kind, the weights hash, any adapter id and an export version, so a new
 model, a new adapter or a changed exporter never reuses a stale file:
-    litemedsam-79d8c9dca6db4d69-encoder-int8-v2.onnx
-    litemedsam-79d8c9dca6db4d69-lora.ab12cd34-decoder-fp32-v2.onnx
+    litemedsam-79d8c9dca6db4d69-encoder-int8-v3.onnx
+    litemedsam-79d8c9dca6db4d69-lora.ab12cd34-decoder-fp32-v3.onnx
 Files are written to a temporary name and renamed, so an interrupted export leaves nothing behind.
 This module imports torch; it runs only when a file is missing (or from `napari-medsam export`).
 """
@@ -24,7 +24,7 @@ from ..errors import MedSAMError
 from .weights import ModelInfo
 
 log = logging.getLogger(__name__)
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 OPSET = 17
 ENCODER_VARIANTS = ("fp32", "int8", "int8-all", "int8-static")
 DECODER_VARIANTS = ("fp32", "int8")

@@ -182,8 +182,8 @@ class OnnxBackend(Backend):
         n = prompt_count(coords, boxes, mask_input)
         point_coords, point_labels = pack_prompts(coords, labels, boxes, n)
         side = features.shape[-1]
-        if mask_input is None:
-            masks = np.zeros((n, 1, UP * side, UP * side), np.float32)
+        if mask_input is None:  # a 4 x 4 dummy: multiplied by has_mask = 0 (see decoder_onnx)
+            masks = np.zeros((n, 1, 4, 4), np.float32)
             has_mask = np.zeros(n, np.float32)
         else:
             masks = np.ascontiguousarray(np.broadcast_to(mask_input, (n, *mask_input.shape[1:])))
