@@ -11,6 +11,7 @@ from datahelpers import load_pair
 from napari_medsam.core.adapters import click_adapter_dir
 from napari_medsam.core.click_eval import click_dices, evaluate_clicks, summarize_clicks
 from napari_medsam.core.clicks import clicks_to_reach, next_click
+from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.evaluation import iter_targets
 from napari_medsam.core.metrics import bbox, dice
 from napari_medsam.core.model import load_model
@@ -55,14 +56,20 @@ def test_clicks_to_reach():
 
 
 @pytest.fixture(scope="module")
-def clicker():
-    """The default model: LiteMedSAM with the shipped click adapter."""
-    return Predictor(load_model("litemedsam"))
+def cache():
+    """One embedding cache for both predictors: the click adapter does not touch the encoder."""
+    return EmbeddingCache()
 
 
 @pytest.fixture(scope="module")
-def base_predictor():
-    return Predictor(load_model("litemedsam", use_click_adapter=False))
+def clicker(cache):
+    """The default model: LiteMedSAM with the shipped click adapter."""
+    return Predictor(load_model("litemedsam"), cache)
+
+
+@pytest.fixture(scope="module")
+def base_predictor(cache):
+    return Predictor(load_model("litemedsam", use_click_adapter=False), cache)
 
 
 @needs_adapter

@@ -111,7 +111,8 @@ class CorrectionStore:
             _atomic_write(self.folder / image_rel,
                           lambda h: np.savez_compressed(h, image=image))
         stamp = _dt.datetime.now(_dt.timezone.utc)
-        cid = f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        # microseconds in the id: records list in commit order, even several per second
+        cid = f"{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
         _atomic_write(self.folder / "corrections" / f"{cid}.npz",
                       lambda h: np.savez_compressed(h, mask=mask))
         record = Correction(

@@ -136,7 +136,7 @@ def segment_embedding(predictor: Predictor, head: AutoHead, mode=None,
 
 def _box_logits(predictor: Predictor, objects: list[dict], n: int, keep: bool,
                 fallback: np.ndarray | None = None) -> np.ndarray:
-    """Decode each object's box; per structure the max over its objects (-inf when none)."""
+    """Decode each object's box; per structure the max over its objects (-20, "no", when none)."""
     h, w = predictor.embedding.original_size
     logits = np.full((n, h, w), -20.0, dtype=np.float32) if fallback is None else fallback.copy()
     chosen: dict[int, list[dict]] = {}
