@@ -16,6 +16,7 @@ from ._llvm_guard import avoid_llvm_clash  # first of ours: runs the guard befor
 from ._widget_annotation import Annotation
 from ._widget_auto import AutoTools
 from ._widget_engine import EmbedRequest, Engine, ModelSpec, safe_embed_job
+from ._widget_finetune import FinetuneTools
 from ._widget_ui import build_panel
 from ._widget_volume import VolumeTools
 from .core.errors import InputError, MedSAMError
@@ -44,6 +45,7 @@ class MedSAMWidget(QWidget):
         self.messages: list[tuple[str, str]] = []
         self.volume = VolumeTools(self)
         self.auto = AutoTools(self)
+        self.finetune = FinetuneTools(self)
         build_panel(self)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_images)
@@ -243,6 +245,7 @@ class MedSAMWidget(QWidget):
             self.status.setText(msg[1])
         elif kind == "session":
             ann.attach(msg[1], key)
+            self.finetune.bind(ann)
         elif kind == "error":
             exc, self._failed = msg[1], True
             text = str(exc) if isinstance(exc, MedSAMError) else (
@@ -337,6 +340,7 @@ class MedSAMWidget(QWidget):
         label = self._guard(ann.commit, self.label_spin.value() or None)
         if label is not None:
             self.label_spin.setValue(0)
+            self.finetune.refresh()
             self.status.setText(f"Object {label} accepted. Draw the next object.")
         return label
 

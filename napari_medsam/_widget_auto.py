@@ -98,6 +98,7 @@ class AutoTools:
             label = ids[i] if ids else session.next_label()
             written.append(session.commit(label=label, mask=result == value))
         ann.labels.refresh()
+        self.w.finetune.refresh()
         if ann.has_prompts():
             ann.replay()  # commit() reset the session's prompts: the object being drawn stays
         head = self._heads[folder]

@@ -102,10 +102,20 @@ class OptionsBox:
             if not folder:
                 self.adapter_combo.setCurrentIndex(self._last_adapter)
                 return
-            self.adapter_combo.insertItem(self.adapter_combo.count() - 1,
-                                          folder.rstrip("/").split("/")[-1], folder)
-            self.adapter_combo.setCurrentIndex(self.adapter_combo.count() - 2)
+            self.add_adapter(folder)
+            return
         self._last_adapter = self.adapter_combo.currentIndex()
+        self.widget._on_settings_changed()
+
+    def add_adapter(self, folder: str, label: str | None = None) -> None:
+        """Offer (or find) an adapter folder, select it and apply it."""
+        index = self.adapter_combo.findData(folder)
+        if index < 0:
+            index = self.adapter_combo.count() - 1  # before "Adapter folder…"
+            self.adapter_combo.insertItem(index, label or folder.rstrip("/").split("/")[-1],
+                                          folder)
+        self.adapter_combo.setCurrentIndex(index)
+        self._last_adapter = index
         self.widget._on_settings_changed()
 
     def spec(self) -> ModelSpec:

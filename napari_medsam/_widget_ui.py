@@ -6,13 +6,16 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
 )
 
 from ._widget_options import OptionsBox
@@ -40,7 +43,15 @@ def _row(*widgets) -> QHBoxLayout:
 
 def build_panel(w) -> None:
     """Create the widget's controls as attributes of `w` and connect them to its methods."""
-    root = QVBoxLayout(w)
+    outer = QVBoxLayout(w)  # a scroll area: no control is squeezed on a small screen
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    scroll.setWidget(inner)
+    outer.addWidget(scroll)
+    root = QVBoxLayout(inner)
     form = QFormLayout()
     w.image_combo = QComboBox()
     w.image_combo.currentIndexChanged.connect(w._on_image_selected)
@@ -95,6 +106,7 @@ def build_panel(w) -> None:
     root.addWidget(prompts)
     w.volume.build(root)
     w.auto.build(root)
+    w.finetune.build(root)
 
     root.addWidget(_button("Save labels…", w._save_dialog,
                            "NIfTI with the image's geometry, or PNG for a 2D image."))

@@ -46,5 +46,8 @@ def predictor(model):
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Keep the per-user cache of the test run out of the home folder."""
+    """Keep the per-user cache, corrections and adapters of the test run out of the home
+    folder."""
     os.environ.setdefault("NAPARI_MEDSAM_CACHE", str(tmp_path_factory.mktemp("user-cache")))
+    os.environ.setdefault("NAPARI_MEDSAM_PROJECT", str(tmp_path_factory.mktemp("project")))
+    os.environ.setdefault("NAPARI_MEDSAM_ADAPTERS", str(tmp_path_factory.mktemp("adapters")))

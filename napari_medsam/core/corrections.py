@@ -56,6 +56,15 @@ class Correction:
         return self.source or self.image
 
 
+def default_project_dir() -> Path:
+    """Where the front ends save corrections unless told otherwise: $NAPARI_MEDSAM_PROJECT,
+    else ~/.local/share/napari-medsam/project (user data, not a cache: never cleaned)."""
+    root = os.environ.get("NAPARI_MEDSAM_PROJECT") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+        "napari-medsam", "project")
+    return Path(root)
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)

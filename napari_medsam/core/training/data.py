@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,16 @@ def to_model_frame(labels: np.ndarray, side: int = 256) -> tuple[np.ndarray, tup
 
 def split_by_group(data: TrainSet, val_fraction: float = 0.2,
                    seed: int = 0) -> tuple[TrainSet, TrainSet]:
-    """Split into (train, validation) by patient/case so no patient is in both."""
+    """Split into (train, validation) by patient/case so no patient is in both.
+
+    Objects of one patient only (e.g. slices of one volume) are split by image instead:
+    neighbouring slices look alike, so that validation is optimistic, but it still exists.
+    """
+    if len(data.groups) < 2 and len({im.key for im in data.images}) >= 2:
+        regrouped = TrainSet()
+        for im in data.images:
+            regrouped.add(replace(im, group=f"{im.group}#{im.key[:12]}"))
+        data = regrouped
     groups = data.groups
     if len(groups) < 2:
         raise InputError("Validation needs images of at least two patients/cases; add more.")
