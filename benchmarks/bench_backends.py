@@ -145,7 +145,7 @@ def peak_rss(profile: str, image: Path, box: list[float]) -> tuple[float, float,
     """(peak RSS MiB, seconds, torch imported) of one `napari-medsam segment` run."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-c", RUNNER, "segment", str(image), "--box", *map(str, box),
-               "--profile", profile, "--no-click-adapter", "--no-disk-cache",
+               "--profile", profile, "--no-disk-cache",
                "-o", str(Path(tmp) / "mask.png")]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     line = [s for s in out.stdout.splitlines() if s.startswith("RESULT")]
@@ -176,7 +176,7 @@ def main() -> None:
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     profiles = [p for p in args.profiles.split(",") if p]
-    model = load_model(device="cpu", use_click_adapter=False)  # base model for all
+    model = load_model(device="cpu")  # the default: clicks go through the click adapter
     backends = {"torch fp32": make_backend("torch", model=model)}
     backends.update({p: make_backend(p, model=model, threads=threads) for p in profiles})
     for name, b in backends.items():

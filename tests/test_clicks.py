@@ -19,9 +19,6 @@ from napari_medsam.core.predictor import Predictor
 from napari_medsam.core.session import Session
 from napari_medsam.core.storage import read_metadata
 
-SHIPPED = (click_adapter_dir() / "adapter_config.json").is_file()
-needs_adapter = pytest.mark.skipif(not SHIPPED, reason="the click adapter is not in the package")
-
 
 def disk(shape, center, radius) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -72,8 +69,8 @@ def base_predictor(cache):
     return Predictor(load_model("litemedsam", use_click_adapter=False), cache)
 
 
-@needs_adapter
 def test_shipped_adapter_metadata():
+    assert (click_adapter_dir() / "adapter_config.json").is_file(), "the click adapter ships"
     meta = read_metadata(click_adapter_dir())
     assert meta["box_prompts"] == "base" and meta["targets"] == "decoder"
     assert meta["recipe"]["loss"] == "Dice + BCE" and meta["val_dice_after"]["click1"] > 0.7
@@ -81,7 +78,6 @@ def test_shipped_adapter_metadata():
     assert size < 2 * 1024 * 1024
 
 
-@needs_adapter
 def test_boxes_unchanged_by_click_adapter(clicker, base_predictor, data_dir, manifest):
     pair = next(p for p in manifest if p["dataset"] == "ph2")
     image, labels = load_pair(data_dir, pair)
@@ -98,7 +94,6 @@ def dev_targets(data_dir, dataset, cases, label):
 
 
 @pytest.mark.slow
-@needs_adapter
 @pytest.mark.parametrize(
     ("dataset", "label", "cases", "min1", "min5"),
     # thresholds ~0.05 under the Dice measured on these exact images (docs/accuracy.md)
@@ -117,7 +112,6 @@ def test_click_dice_vs_ground_truth(clicker, base_predictor, data_dir, dataset, 
     assert ours[:, 0].mean() > base[:, 0].mean() + 0.3  # the base model cannot do clicks
 
 
-@needs_adapter
 def test_session_click_path_uses_adapter(data_dir, manifest, clicker):
     pair = next(p for p in manifest if p["dataset"] == "camus")
     image, labels = load_pair(data_dir, pair)
