@@ -39,7 +39,13 @@ def run(predictor, args, tag: str) -> list[dict]:
     return records
 
 
-def table(records: list[dict]) -> str:
+def pooled(records: list[dict], datasets: set[str]) -> list[dict]:
+    """Records of `datasets` with every label pooled into one row ("all": many small labels)."""
+    return [{**r, "label": "all"} if r["dataset"] in datasets else r for r in records]
+
+
+def table(records: list[dict], pool: set[str] = frozenset()) -> str:
+    records = pooled(records, pool)
     by = {m: [r for r in records if r["model"] == m] for m in ("base", "adapter")}
     box = {m: summarize([r for r in by[m] if r["prompt"] == "box"]) for m in by}
     clicks = {m: summarize_clicks(by[m]) for m in by}
@@ -68,9 +74,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     p.add_argument("--from-json", default=None, help="only print the table of saved records")
+    p.add_argument("--pool", default="", help="datasets whose labels are pooled into one row")
     args = p.parse_args()
     if args.from_json:
-        print(table(json.loads(Path(args.from_json).read_text())))
+        print(table(json.loads(Path(args.from_json).read_text()), set(args.pool.split(","))))
         return 0
     args.datasets = args.datasets.split(",") if args.datasets else None
     torch.set_num_threads(args.threads)
@@ -82,7 +89,7 @@ def main() -> int:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(records))
-    print(table(records))
+    print(table(records, set(args.pool.split(","))))
     return 0
 
 
