@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,8 +25,19 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import (
+    CLICK_ADAPTER_NAME,
+    click_adapter_dir,
+    click_adapter_wanted,
+)
 from .errors import CheckpointError, InputError
-from .storage import check_base_model, read_metadata, replace_folder, write_metadata
+from .storage import (
+    check_base_model,
+    read_metadata,
+    replace_folder,
+    user_data_dir,
+    write_metadata,
+)
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -260,22 +270,6 @@ def routed(model, has_points: bool):
 
 
 # ---- the shipped click adapter -------------------------------------------------------------------
-CLICK_ADAPTER_NAME = "click"
-CLICK_ADAPTER_ENV = "NAPARI_MEDSAM_CLICK_ADAPTER"
-
-
-def click_adapter_dir() -> Path:
-    """Folder of the click adapter shipped in the package."""
-    return Path(__file__).resolve().parents[1] / "resources" / "adapters" / CLICK_ADAPTER_NAME
-
-
-def click_adapter_wanted(flag: bool | None = None) -> bool:
-    """`flag` when given, else $NAPARI_MEDSAM_CLICK_ADAPTER ("0", "off", "false", "no": off)."""
-    if flag is not None:
-        return bool(flag)
-    return os.environ.get(CLICK_ADAPTER_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
-
-
 def attach_click_adapter(model, flag: bool | None = None) -> str | None:
     """Load and activate the shipped click adapter on LiteMedSAM (when wanted and present)."""
     folder = click_adapter_dir()
@@ -302,10 +296,7 @@ class AdapterInfo:
 def registry_dir() -> Path:
     """The user's adapter registry: $NAPARI_MEDSAM_ADAPTERS, else
     ~/.local/share/napari-medsam/adapters; adapters live in <registry>/<modality>/<name>/."""
-    root = os.environ.get(REGISTRY_ENV) or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
-        "napari-medsam", "adapters")
-    return Path(root)
+    return user_data_dir(REGISTRY_ENV, "adapters")
 
 
 def registry_path(name: str, modality: str = "any", root: str | Path | None = None) -> Path:

