@@ -17,7 +17,7 @@ from ._widget_annotation import Annotation
 from ._widget_auto import AutoTools
 from ._widget_engine import EmbedRequest, Engine, ModelSpec, safe_embed_job
 from ._widget_finetune import FinetuneTools
-from ._widget_ui import build_panel
+from ._widget_ui import build_panel, wait_while
 from ._widget_volume import VolumeTools
 from .core.errors import InputError, MedSAMError
 from .core.intensity import get_preset, suggest_preset
@@ -287,14 +287,7 @@ class MedSAMWidget(QWidget):
 
     def wait(self, timeout_s: float = 120.0) -> None:
         """Block (processing Qt events) until no worker runs; for scripts and tests."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
-
-        timer = QElapsedTimer()
-        timer.start()
-        while self.worker is not None and timer.elapsed() < timeout_s * 1000:
-            QCoreApplication.processEvents()
-        if self.worker is not None:
-            raise TimeoutError("embedding did not finish in time")
+        wait_while(lambda: self.worker is not None, timeout_s, "embedding")
 
     # ---- prompts and objects -----------------------------------------------------------------
     def click_mode(self) -> None:

@@ -20,21 +20,14 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QProgressBar,
-    QPushButton,
     QVBoxLayout,
 )
 
 from ._finetune_job import FinetuneRequest, finetune_job
+from ._widget_ui import _button, wait_while
 from .core.errors import CancelledError, InputError, MedSAMError
 
 MODALITIES = ("any", "ct", "mri", "ultrasound", "dermoscopy", "endoscopy", "x-ray")
-
-
-def _button(text: str, slot, tip: str) -> QPushButton:
-    button = QPushButton(text)
-    button.clicked.connect(lambda _=False: slot())
-    button.setToolTip(tip)
-    return button
 
 
 class FinetuneTools:
@@ -139,7 +132,7 @@ class FinetuneTools:
     def count(self) -> int:
         if not (self.folder / "corrections").is_dir():
             return 0
-        return self.store().__len__()
+        return len(self.store())
 
     def refresh(self) -> None:
         """Show how many corrections the folder holds."""
@@ -249,14 +242,7 @@ class FinetuneTools:
 
     def wait(self, timeout_s: float = 600.0) -> None:
         """Block (processing Qt events) until training ends; for scripts and tests."""
-        from qtpy.QtCore import QCoreApplication, QElapsedTimer
-
-        timer = QElapsedTimer()
-        timer.start()
-        while self.worker is not None and timer.elapsed() < timeout_s * 1000:
-            QCoreApplication.processEvents()
-        if self.worker is not None:
-            raise TimeoutError("fine-tuning did not finish in time")
+        wait_while(lambda: self.worker is not None, timeout_s, "fine-tuning")
 
     def use(self) -> None:
         """Switch the model to the adapter the last run saved."""

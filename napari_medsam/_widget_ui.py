@@ -34,6 +34,18 @@ def _button(text: str, slot, tip: str = "") -> QPushButton:
     return button
 
 
+def wait_while(busy, timeout_s: float, what: str) -> None:
+    """Block, processing Qt events, while `busy()` is true; for scripts and tests."""
+    from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+    timer = QElapsedTimer()
+    timer.start()
+    while busy() and timer.elapsed() < timeout_s * 1000:
+        QCoreApplication.processEvents()
+    if busy():
+        raise TimeoutError(f"{what} did not finish in time")
+
+
 def _row(*widgets) -> QHBoxLayout:
     row = QHBoxLayout()
     for widget in widgets:
