@@ -28,6 +28,7 @@ import numpy as np
 from .embeddings import pixel_hash
 from .errors import InputError
 from .intensity import get_preset
+from .storage import user_data_dir
 
 
 @dataclass
@@ -59,10 +60,7 @@ class Correction:
 def default_project_dir() -> Path:
     """Where the front ends save corrections unless told otherwise: $NAPARI_MEDSAM_PROJECT,
     else ~/.local/share/napari-medsam/project (user data, not a cache: never cleaned)."""
-    root = os.environ.get("NAPARI_MEDSAM_PROJECT") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
-        "napari-medsam", "project")
-    return Path(root)
+    return user_data_dir("NAPARI_MEDSAM_PROJECT", "project")
 
 
 def _atomic_write(path: Path, write) -> None:

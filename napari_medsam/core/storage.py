@@ -15,6 +15,14 @@ from pathlib import Path
 
 from .errors import CheckpointError
 
+
+def user_data_dir(env: str, name: str) -> Path:
+    """$`env` when set, else $XDG_DATA_HOME (~/.local/share)/napari-medsam/`name`: the user's
+    own files (adapters, corrections), never a cache that may be cleaned."""
+    return Path(os.environ.get(env) or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+        "napari-medsam", name))
+
 METADATA_FILE = "metadata.json"
 
 
