@@ -9,9 +9,7 @@ Needs the shipped heads and a CAMUS dev image (../shared/data), else the bundled
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_core import median_ms  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 from napari_medsam.core.autoseg import load_head, segment_embedding  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
@@ -33,15 +33,6 @@ def image() -> np.ndarray:
     if data.is_dir():
         return read_image(sorted(data.glob("*.png"))[0]).data
     return read_image(sample_ct_path()).data[15]
-
-
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
 
 
 def main() -> int:
