@@ -32,8 +32,8 @@ system-deps:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	bash scripts/pip_install.sh $(PY) -q --upgrade pip
+	bash scripts/pip_install.sh $(PY) -e ".[dev]"
 	touch $(STAMP)
 
 clean:

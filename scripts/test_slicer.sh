@@ -16,9 +16,9 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$st
   echo "slicer tests: preparing $venv (slicer-core, slicerio, napari-medsam[onnx])"
   start=$(date +%s)
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "slicer-core>=5.13" "slicerio>=1.0" "pytest>=8"
-  "$venv/bin/python" -m pip install -q -e "$repo[onnx]"
+  bash "$repo/scripts/pip_install.sh" "$venv/bin/python" -q --upgrade pip
+  bash "$repo/scripts/pip_install.sh" "$venv/bin/python" -q "slicer-core>=5.13" "slicerio>=1.0" "pytest>=8"
+  bash "$repo/scripts/pip_install.sh" "$venv/bin/python" -q -e "$repo[onnx]"
   touch "$stamp"
   echo "slicer tests: environment ready in $(( $(date +%s) - start )) s"
 fi
