@@ -82,6 +82,7 @@ def main() -> int:
     predictor = Predictor(model, EmbeddingCache(disk_dir=args.cache))
     others = ["ph2", "kvasir_seg", "ct2d_sammed2d"]
     targets = list(iter_targets(args.data, ["camus", *others]))
+    targets += list(iter_targets(args.data, ["deeplesion", "brats2015"], max_slices=3))
     before = measure(predictor, targets)
     with tempfile.TemporaryDirectory() as tmp:
         store = make_corrections(Path(args.train), Path(tmp) / "project", predictor,
@@ -95,18 +96,34 @@ def main() -> int:
                                       bf16=bf16_is_fast()),
                           metadata={"modality": "ultrasound"})
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
-    after = measure(predictor, targets)
+    after = measure(predictor, targets)  # the adapter's domain gate on (the default)
+    ad = adapters_of(model)
+    ad.use_gate = False
+    ungated = measure(predictor, targets)
+    ad.use_gate = True
+    gate = ad.gates[ad.active]
+    accepted: dict[str, list[bool]] = {}
+    for t in targets:
+        predictor.set_image(t.image, t.preset, t.bounds)
+        accepted.setdefault(t.dataset, []).append(gate.accepts(predictor.embedding.features))
+    accept_rate = {k: round(float(np.mean(v)), 3) for k, v in accepted.items()}
     print(f"fine-tuned on {n_images} corrected images ({len(data)} objects, "
           f"{len(train_set)} train / {len(val_set)} val) in {wall:.0f} s wall, {cpu:.0f} s CPU "
           f"({args.threads} threads), {result.steps} steps ({result.stopped})")
-    print(f"{'dataset/label':<20}" + "".join(f"{m:>18}" for m in ("box", "click1", "click3")))
+    print(f"domain gate: threshold {gate.threshold:.2f}; share of targets the adapter is used "
+          f"on: {accept_rate}")
+    metrics = ("box", "click1", "click3")
+    print(f"{'dataset/label':<20}" + "".join(f"{m + ' before->after (ungated)':>30}"
+                                             for m in metrics))
     for key in before:
-        cells = "".join(f"{before[key][m]:>9.3f}->{after[key][m]:.3f}"
-                        for m in ("box", "click1", "click3"))
+        cells = "".join(f"{before[key][m]:>12.3f}->{after[key][m]:.3f} ({ungated[key][m]:.3f})"
+                        for m in metrics)
         print(f"{key:<20}{cells}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"before": before, "after": after, "wall_s": wall,
-                                               "cpu_s": cpu, "steps": result.steps}, indent=1))
+        Path(args.json).write_text(json.dumps({
+            "before": before, "after": after, "after_ungated": ungated,
+            "gate": {**gate.summary(), "accepted": accept_rate},
+            "wall_s": wall, "cpu_s": cpu, "steps": result.steps}, indent=1))
     adapters_of(model).activate("click")
     return 0
 

@@ -40,6 +40,7 @@ class Annotation:
         self.shape = self.data.shape if self.is_volume else self.data.shape[:2]
         self.notify, self.request_embedding = notify, request_embedding
         self.session: Session | None = None
+        self._gate_told: str | None = None  # image key whose adapter gate message was shown
         self.session_key: tuple | None = None
         self.preset = "auto"  # intensity preset name chosen for this image
         self.ready: set[int] = set()
@@ -218,7 +219,19 @@ class Annotation:
                     undo_layer.remove_selected()
             return
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
+        self._explain_gate()
         self._set_draft(self.current_z, mask)
+
+    def _explain_gate(self) -> None:
+        """Say once per image when the selected adapter is left out (its domain gate)."""
+        gate = getattr(self.session.predictor.backend, "last_gate", None)
+        key = self.session.predictor.key
+        if gate is None or gate[1] or key == self._gate_told:
+            return
+        self._gate_told = key
+        self.notify("info", "The selected adapter was trained on images unlike this one, so this "
+                            "image is segmented without it (as with the default adapter). "
+                            "Fine-tune on this kind of image to get an adapter for it.")
 
     def replay(self) -> None:
         """Rebuild the session's prompts of the current slice from the layers (after an edit,
@@ -243,6 +256,7 @@ class Annotation:
             self.notify("warning", f"{exc} Fix or remove that prompt.")
             mask = s.preview
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
+        self._explain_gate()
         self._set_draft(z, mask)
 
     # ---- slices ------------------------------------------------------------------------------

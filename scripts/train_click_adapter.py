@@ -149,7 +149,8 @@ def main(argv=None) -> int:
         "threads": args.threads,
     }
     result = finetune(model, train_set, val_set, cache, args.out, config, rank=args.rank,
-                      init_from=None, metadata=meta, progress=progress, resume=args.resume)
+                      init_from=None, metadata=meta, progress=progress, resume=args.resume,
+                      gate=False)  # clicks carry over to unseen modalities (polyps)
     print(json.dumps({"before": result.val_before, "after": result.val_after,
                       "steps": result.steps, "best_step": result.best_step,
                       "stopped": result.stopped, "minutes": round(result.seconds / 60, 1)},

@@ -13,8 +13,10 @@ from datahelpers import load_pair
 
 from napari_medsam.core.adapters import adapters_of, find_adapter, list_adapters, registry_path
 from napari_medsam.core.corrections import CorrectionStore, to_train_set
+from napari_medsam.core.domain_gate import GATE_FILE, DomainGate, describe
 from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.errors import CancelledError, CheckpointError
+from napari_medsam.core.metrics import bbox
 from napari_medsam.core.model import load_model
 from napari_medsam.core.predictor import Predictor
 from napari_medsam.core.session import Session
@@ -224,7 +226,52 @@ def test_finetune_saves_validated_adapter_and_resumes(base, tiny_sets, shared_ca
     assert meta["val_dice_before"]["click1"] == pytest.approx(result.val_before["click1"])
     assert meta["training_set"]["objects"] == len(train_set) and meta["recipe"]["steps"] == 2
     assert ad.active == "echo" and not resume_dir(out).exists()
+    assert meta["domain_gate"]["images"] == 2 and (out / GATE_FILE).is_file()
     ad.remove("echo")
+
+
+def test_domain_gate_fit_and_files(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    near = rng.normal(0, 1, (12, 8, 4, 4)).astype(np.float32)
+    profiles = np.stack([describe(f) for f in near])
+    gate = DomainGate.fit(profiles, [f"p{i // 3}" for i in range(12)])
+    assert gate.threshold >= 1.5 and all(gate.accepts(f) for f in near)
+    assert not gate.accepts(near[0] * 3 + 2)  # another kind of image
+    assert gate.distance(torch.from_numpy(near[1])) == pytest.approx(gate.distance(near[1]))
+    gate.save(tmp_path)
+    again = DomainGate.load(tmp_path)
+    assert again.threshold == pytest.approx(gate.threshold) and again.images == 12
+    np.testing.assert_allclose(again.center, gate.center, rtol=1e-6)
+    (tmp_path / GATE_FILE).write_bytes(b"not a safetensors file")
+    assert DomainGate.load(tmp_path) is None and "could not be read" in caplog.text
+
+
+def test_domain_gate_keeps_adapter_off_other_modalities(base, tiny_sets, shared_cache,
+                                                        data_dir, manifest, tmp_path):
+    """An echo adapter decodes echo; on a dermoscopy image the base model decodes instead."""
+    train_set, val_set = tiny_sets
+    out = tmp_path / "echo-gated"
+    finetune(base, train_set, val_set, shared_cache, out, TrainConfig(steps=3, **TINY),
+             init_from=None)
+    ad = adapters_of(base)
+    pred = Predictor(base, shared_cache)
+    ph2 = load_pair(data_dir, next(p for p in manifest if p["dataset"] == "ph2"))
+    echo = load_pair(data_dir, [p for p in manifest if p["dataset"] == "camus"][5])
+    try:
+        for (image, labels), same_kind in ((echo, True), (ph2, False)):
+            pred.set_image(image)
+            box = bbox(labels > 0, 5)
+            logits = pred.predict(box=box).low_res_logits
+            assert ad.last_gate[2] is same_kind
+            with ad.disabled():
+                base_logits = pred.predict(box=box).low_res_logits
+            assert np.array_equal(logits, base_logits) is not same_kind
+            ad.use_gate = False
+            assert not np.array_equal(pred.predict(box=box).low_res_logits, base_logits)
+            ad.use_gate = True
+    finally:
+        ad.use_gate = True
+        ad.remove("echo-gated")
 
 
 def test_corrections_store_records_commits(base, camus, tmp_path):

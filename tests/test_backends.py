@@ -264,6 +264,48 @@ def test_adapted_decoder_exports_merged_and_keyed(base_model, tmp_path):
     assert np.abs(want - base).max() > 0.05  # the adapter really changes the decoder
 
 
+def test_onnx_backend_follows_the_adapter_domain_gate(base_model, base_info, backends, exported,
+                                                      tmp_path):
+    """A gated adapter exported to ONNX: features like its training images go through the
+    adapter, features unlike them through the base decoder, as on the torch path."""
+    import copy
+
+    from napari_medsam.core.adapters import adapters_of
+    from napari_medsam.core.backends.weights import resolve_model
+    from napari_medsam.core.domain_gate import DomainGate, describe
+
+    rng = np.random.default_rng(5)
+    like = rng.standard_normal((256, 64, 64)).astype(np.float32) * 0.5
+    unlike = like * 3 + 1
+    adapted = copy.deepcopy(base_model)
+    adapted.adapters = None
+    ads = adapters_of(adapted)
+    params = ads.create("gated", targets="decoder", rank=4)
+    with torch.no_grad():
+        for key, value in params.items():
+            if "lora_B" in key:
+                value.copy_(torch.randn(value.shape, generator=torch.Generator().manual_seed(1))
+                            * 0.05)
+    seen = [like + rng.normal(0, 0.05, like.shape).astype(np.float32) for _ in range(4)]
+    ads.gates["gated"] = DomainGate.fit(np.stack([describe(f) for f in seen]))
+    like = seen[0]
+    folder = ads.save("gated", tmp_path / "gated")
+    info = resolve_model("litemedsam", adapter=folder)
+    onnx = onnx_backend_for(PROFILES["accurate"], info, tmp_path / "onnx", threads=2)
+    ref = TorchBackend(adapted)
+    box = np.array([[40.0, 50.0, 180.0, 200.0]])
+    pts, labels = np.array([[[90.0, 100.0]]]), np.array([[1]])
+    for feats, adapter_used in ((like, True), (unlike, False)):
+        for coords, labs, boxes in ((None, None, box), (pts, labels, None)):
+            got, _ = onnx.decode(onnx.load_features(feats), coords, labs, boxes, None)
+            want, _ = ref.decode(ref.load_features(feats), coords, labs, boxes, None)
+            base, _ = backends["accurate"].decode(onnx.load_features(feats), coords, labs, boxes,
+                                                  None)
+            assert np.abs(got - want).max() < 2e-3 * np.abs(want).max()
+            assert np.array_equal(got, base) is not adapter_used
+            assert onnx.last_gate[1] is adapter_used and ads.last_gate[2] is adapter_used
+
+
 def test_static_int8_encoder_from_shipped_ranges(base_info, exported, tmp_path):
     """The calibrated (static) int8 encoder builds from the ranges that ship with the package
     (measured on /work/shared/train) and stays close to fp32."""

@@ -82,6 +82,20 @@ def test_corrections_then_finetune_then_use(widget, data_dir, qtbot):
     qtbot.waitUntil(lambda: ann.preview.data.any(), timeout=WAIT_MS)
     assert adapters_of(widget.engine.model).active not in (None, before)
     assert dice(ann.preview.data.astype(bool), truth == 1) > 0.85
+    assert widget.current.session.predictor.backend.last_gate[1]  # echo: the adapter is used
+
+    # a dermoscopy image is unlike the adapter's echo images: its gate leaves it out, and says so
+    image, truth = pair(data_dir, "dermoscopy/ph2/images/IMD002.png")
+    viewer.add_image(image, name="skin")
+    ann = widget.current
+    told, notify = [], ann.notify
+    ann.notify = lambda level, text: (told.append(text), notify(level, text))
+    add_box(ann, truth > 0)
+    settle(qtbot, widget)
+    qtbot.waitUntil(lambda: ann.preview.data.any(), timeout=WAIT_MS)
+    assert not ann.session.predictor.backend.last_gate[1]
+    assert sum("trained on images unlike this one" in t for t in told) == 1
+    assert dice(ann.preview.data.astype(bool), truth > 0) > 0.85
 
 
 def test_cancel_keeps_the_adapter_in_use(widget, data_dir, qtbot):

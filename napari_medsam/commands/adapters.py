@@ -64,6 +64,10 @@ def run_info(args: argparse.Namespace) -> int:
         f"trained   {meta.get('date', '?')} on {train.get('objects', '?')} objects "
         f"({train.get('groups', '?')} patients/images)",
     ]
+    gate = meta.get("domain_gate")
+    lines.append(f"images    only those like its {gate['images']} training images (domain gate, "
+                 f"distance <= {gate['threshold']}); others use the model without it"
+                 if gate else "images    every image (no domain gate)")
     before, after = meta.get("val_dice_before") or {}, meta.get("val_dice_after") or {}
     for key in before:
         lines.append(f"  {key:<8} Dice {before[key]:.3f} -> {after.get(key, float('nan')):.3f}")

@@ -24,6 +24,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None,
                    help="a LoRA adapter folder (or registry name) to use instead of the click "
                         "adapter (see `napari-medsam adapters list`)")
+    p.add_argument("--no-adapter-gate", action="store_true",
+                   help="apply --adapter to every image, even to images unlike the ones it was "
+                        "trained on (by default those use the model without it; also "
+                        "$NAPARI_MEDSAM_ADAPTER_GATE=0)")
     p.add_argument("--profile", default="torch",
                    choices=["torch", "accurate", "balanced", "fast", "auto"],
                    help="how to run the model: torch (default; GPU when available), or ONNX "
@@ -39,6 +43,12 @@ def make_predictor(args):
     from ..core.predictor import Predictor
 
     clicks = False if getattr(args, "no_click_adapter", False) else None
+    if getattr(args, "no_adapter_gate", False):
+        import os
+
+        from ..core.domain_gate import GATE_ENV
+
+        os.environ[GATE_ENV] = "0"  # read when the adapter and the backend are made
     disk = None if args.no_disk_cache else (args.cache_dir or default_cache_dir() / "embeddings")
     profile = getattr(args, "profile", "torch") or "torch"
     if profile != "torch":

@@ -11,6 +11,11 @@ is part of the embedding cache key, so embeddings are recomputed for it and neve
 
 Adapters whose metadata says `"box_prompts": "base"` (the shipped click adapter) are skipped for
 prompts made of boxes only: the base model was trained for boxes, the adapter for clicks.
+
+A fine-tuned decoder adapter carries a domain gate (`core.domain_gate`): on an image unlike its
+training images (another modality) the model decodes as if the adapter were not selected, i.e.
+with the adapter it was initialised from (the click adapter) or the base model. Switch it off
+with `Adapters.use_gate = False` or NAPARI_MEDSAM_ADAPTER_GATE=0.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .checkpoints import (
     click_adapter_dir,
     click_adapter_wanted,
 )
+from .domain_gate import DomainGate, gate_wanted
 from .errors import CheckpointError, InputError
 from .storage import (
     check_base_model,
@@ -84,6 +90,10 @@ class Adapters:
         self.peft = None  # peft.PeftModel over _Heads(model), made on first use
         self.metadata: dict[str, dict] = {}
         self.active: str | None = None
+        self.gates: dict[str, DomainGate] = {}
+        self.use_gate = gate_wanted()
+        # (adapter, distance, used) of the last gated decode, for the front ends to report
+        self.last_gate: tuple[str, float, bool] | None = None
 
     # ---- inventory ---------------------------------------------------------------------------
     @property
@@ -164,6 +174,9 @@ class Adapters:
             raise CheckpointError(f"The adapter in {folder} could not be loaded ({exc}). "
                                   "It may be damaged or made for another model.") from exc
         self.metadata[name] = meta
+        gate = None if self.is_encoder(name) else DomainGate.load(folder)
+        if gate is not None:
+            self.gates[name] = gate
         if activate:
             self.activate(name)
         elif self.active is None:
@@ -176,6 +189,7 @@ class Adapters:
             return
         active = None if self.active == name else self.active
         del self.metadata[name]
+        self.gates.pop(name, None)
         if not self.metadata:
             self.peft.unload()  # puts the original layers back in the model's own modules
             self.peft = None
@@ -222,12 +236,51 @@ class Adapters:
         finally:
             self.peft.base_model.enable_adapter_layers()
 
-    def routed(self, has_points: bool) -> contextlib.AbstractContextManager:
-        """Use the base model for box-only prompts when the active adapter asks for it."""
-        meta = self.metadata.get(self.active or "", {})
-        if has_points or meta.get("box_prompts") != "base":
+    def fallback(self, name: str) -> str | None:
+        """What decodes instead of adapter `name` on images its gate refuses: the loaded adapter
+        it was initialised from (the click adapter, say), else None (the base model)."""
+        source = self.metadata.get(name, {}).get("initialised_from")
+        if source and source != name and source in self.metadata and source not in self.gates \
+                and not self.is_encoder(source):
+            return source
+        return None
+
+    def gate_refuses(self, features) -> bool:
+        """True when the active adapter's domain gate says this embedding is not its kind."""
+        gate = self.gates.get(self.active or "")
+        self.last_gate = None
+        if gate is None or not self.use_gate or features is None:
+            return False
+        distance = gate.distance(features)
+        self.last_gate = (self.active, distance, distance <= gate.threshold)
+        return distance > gate.threshold
+
+    @contextlib.contextmanager
+    def _switched(self, name: str) -> Iterator[None]:
+        """Decode with loaded adapter `name` inside this block (the active one stays active)."""
+        self.peft.base_model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.peft.base_model.set_adapter(self.active)
+            for key in (name, self.active):
+                for p in self.parameters(key).values():
+                    p.requires_grad_(False)
+
+    def routed(self, has_points: bool, features=None) -> contextlib.AbstractContextManager:
+        """The model for one decode: the active adapter, or the base model for box-only prompts
+        when the adapter asks for it, or the fallback when its domain gate refuses the image."""
+        if self.active is None or self.peft is None:
             return contextlib.nullcontext()
-        return self.disabled()
+        name = self.active
+        if self.gate_refuses(features):
+            name = self.fallback(self.active) or ""
+            if not name:
+                return self.disabled()
+        meta = self.metadata.get(name, {})
+        if not has_points and meta.get("box_prompts") == "base":
+            return self.disabled()
+        return self._switched(name) if name != self.active else contextlib.nullcontext()
 
     # ---- saving ------------------------------------------------------------------------------
     def save(self, name: str, folder: str | Path, metadata: dict | None = None) -> Path:
@@ -246,6 +299,9 @@ class Adapters:
                         base_model=self.model.model_id,
                         base_model_sha256=self.model.weights_sha256,
                         format="peft-lora")
+            if name in self.gates:
+                self.gates[name].save(written)
+                meta["domain_gate"] = self.gates[name].summary()
             write_metadata(written, meta)
             (written / "README.md").unlink(missing_ok=True)
             self.metadata[name] = meta
@@ -263,10 +319,13 @@ def adapters_of(model) -> Adapters:
     return found
 
 
-def routed(model, has_points: bool):
-    """Context for one decode: box-only prompts skip a click-only adapter (see `Adapters`)."""
+def routed(model, has_points: bool, features=None):
+    """Context for one decode: box-only prompts skip a click-only adapter, and an adapter's
+    domain gate may hand an unlike image to its fallback (see `Adapters`)."""
     found = getattr(model, "adapters", None)
-    return found.routed(has_points) if isinstance(found, Adapters) else contextlib.nullcontext()
+    if not isinstance(found, Adapters):
+        return contextlib.nullcontext()
+    return found.routed(has_points, features)
 
 
 # ---- the shipped click adapter -------------------------------------------------------------------

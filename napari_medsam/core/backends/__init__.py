@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from .base import Backend
-from .weights import ModelInfo, resolve_model
+from .weights import ModelInfo, gate_route, resolve_model
 
 log = logging.getLogger(__name__)
 __all__ = ["Backend", "ModelInfo", "make_backend", "onnx_backend_for", "resolve_model"]
@@ -40,9 +40,17 @@ def onnx_backend_for(profile, info: ModelInfo, folder: str | Path | None = None,
     box_decoder = None
     if info.decoder_tag and info.box_base:  # the click adapter: boxes use the base decoder
         box_decoder = ensure_decoder(info.base, profile.decoder, folder=folder, model=model)
+    gate, fallback = gate_route(info, model)
+    fallbacks = None
+    if gate is not None:  # a fine-tuned adapter: images its gate refuses use these decoders
+        base = ensure_decoder(info.base, profile.decoder, folder=folder, model=model)
+        clicks = base if not fallback.decoder_tag else ensure_decoder(
+            fallback, profile.decoder, folder=folder)  # exported from its own folder
+        fallbacks = (clicks, base if (fallback.box_base or not fallback.decoder_tag) else clicks)
     return OnnxBackend(encoder, decoder, info, encoder_variant=profile.encoder,
                        decoder_variant=profile.decoder, roi_margin=profile.roi_margin,
-                       threads=threads, box_decoder_path=box_decoder)
+                       threads=threads, box_decoder_path=box_decoder, gate=gate,
+                       fallback_paths=fallbacks)
 
 
 def make_backend(

@@ -28,6 +28,8 @@ class Backend(ABC):
 
     name: str = ""
     encoder_variant: str = "fp32"
+    # (distance, adapter used) of the last decode under an adapter's domain gate, else None
+    last_gate: tuple[float, bool] | None = None
 
     @property
     @abstractmethod

@@ -123,6 +123,8 @@ class OnnxBackend(Backend):
         threads: intra-op threads (default: `default_threads()`).
         box_decoder_path: decoder for box-only prompts when the active adapter is a click
             adapter that leaves boxes to the base model (None: the same decoder).
+        gate: the fine-tuned adapter's `DomainGate`; images it refuses are decoded with
+            `fallback_paths` = (decoder for clicks, decoder for box-only prompts).
     """
 
     name = "onnxruntime"
@@ -137,6 +139,8 @@ class OnnxBackend(Backend):
         roi_margin: float | None = None,
         threads: int | None = None,
         box_decoder_path: str | Path | None = None,
+        gate=None,
+        fallback_paths: tuple[str | Path, str | Path] | None = None,
     ):
         self._info = info
         self.encoder_path, self.decoder_path = Path(encoder_path), Path(decoder_path)
@@ -145,7 +149,11 @@ class OnnxBackend(Backend):
         self.roi_margin = roi_margin
         self.threads = threads
         self.box_decoder_path = Path(box_decoder_path) if box_decoder_path else None
-        for path in (self.encoder_path, self.decoder_path, self.box_decoder_path):
+        self.gate = gate if fallback_paths else None
+        self.fallback_paths = tuple(Path(p) for p in fallback_paths) if fallback_paths else ()
+        self.last_gate: tuple[float, bool] | None = None  # (distance, adapter used)
+        for path in (self.encoder_path, self.decoder_path, self.box_decoder_path,
+                     *self.fallback_paths):
             if path is not None and not path.is_file():
                 raise MedSAMError(f"Exported model {path} is missing: run napari-medsam export.")
         # sessions open on first use: a cached embedding needs no encoder, and opening the
@@ -203,8 +211,12 @@ class OnnxBackend(Backend):
             "roi_cols": cols,
         }
         base = coords is None and self.box_decoder_path is not None  # box-only: base decoder
+        refused = self._gate_refuses(features)
         if multimask:
-            session = self._multimask_session(base)
+            session = self._multimask_session(base or refused)
+        elif refused:
+            which = 0 if coords is not None else 1
+            session = self._session(f"fallback{which}", self.fallback_paths[which])
         elif base:
             session = self._session("box_decoder", self.box_decoder_path)
         else:
@@ -219,6 +231,14 @@ class OnnxBackend(Backend):
                 logits)
             logits = canvas
         return logits, iou[:, 0].astype(np.float32)
+
+    def _gate_refuses(self, features) -> bool:
+        if self.gate is None:
+            self.last_gate = None
+            return False
+        distance = self.gate.distance(features)
+        self.last_gate = (distance, distance <= self.gate.threshold)
+        return distance > self.gate.threshold
 
     def _multimask_session(self, base: bool):
         """The three-candidate decoder, exported on first use (imports torch once)."""

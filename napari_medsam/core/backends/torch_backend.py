@@ -44,6 +44,11 @@ class TorchBackend(Backend):
         return f"{base}+fp16" if self.half else base
 
     @property
+    def last_gate(self) -> tuple[float, bool] | None:  # type: ignore[override]
+        found = getattr(getattr(self.model, "adapters", None), "last_gate", None)
+        return (found[1], found[2]) if found else None
+
+    @property
     def image_size(self) -> int:
         return self.model.image_size
 
@@ -77,7 +82,8 @@ class TorchBackend(Backend):
             pts = (pts[0].expand(n, -1, -1), pts[1].expand(n, -1))
         if masks_t is not None and len(masks_t) != n:
             masks_t = masks_t.expand(n, -1, -1, -1)
-        with routed(model, has_points=pts is not None):  # click adapter: boxes stay base
+        # click adapter: boxes stay base; a fine-tuned adapter's gate may refuse this image
+        with routed(model, has_points=pts is not None, features=features):
             sparse, dense = model.prompt_encoder(points=pts, boxes=boxes_t, masks=masks_t)
             logits, iou = model.mask_decoder(
                 image_embeddings=features,

@@ -167,3 +167,33 @@ def resolve_model(
         adapter_dir=str(folder or ""),
         box_base=box_base,
     )
+
+
+def gate_route(info: ModelInfo, model=None):
+    """(domain gate, fallback ModelInfo) of the adapter `info` runs, or (None, None).
+
+    The fallback decodes the images the gate refuses: the shipped click adapter when the adapter
+    was initialised from it (and clicks are on), else the base model. See `core.domain_gate`.
+    """
+    from ..checkpoints import CLICK_ADAPTER_NAME
+    from ..domain_gate import DomainGate, gate_wanted
+
+    gate, source = None, None
+    adapters = getattr(model, "adapters", None) if model is not None else None
+    if adapters is not None and getattr(adapters, "active", None):
+        gate = adapters.gates.get(adapters.active) if adapters.use_gate else None
+        source = adapters.fallback(adapters.active)
+    elif info.adapter_dir and info.decoder_tag and not info.encoder_tag:
+        folder = Path(info.adapter_dir)
+        gate = DomainGate.load(folder)
+        meta_file = folder / "metadata.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        source = meta.get("initialised_from")
+        gate = gate if gate_wanted() else None
+    if gate is None:
+        return None, None
+    click = click_adapter_folder() if source == CLICK_ADAPTER_NAME else None
+    if click is None:
+        return gate, info.base
+    tag, box_base, _ = adapter_identity(click)
+    return gate, replace(info.base, decoder_tag=tag, adapter_dir=str(click), box_base=box_base)

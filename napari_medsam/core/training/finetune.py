@@ -13,9 +13,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ..adapters import adapters_of
+from ..domain_gate import DomainGate, reference_spread
+from ..domain_gate import describe as profile_of
 from ..embeddings import EmbeddingCache
-from .data import TrainSet, describe
+from .data import TrainSet, describe, load_features
 from .loop import Progress, TrainConfig, TrainResult, train
 
 
@@ -23,6 +27,14 @@ def resume_dir(out: str | Path) -> Path:
     """Where a run's checkpoint lives until it finishes (beside the adapter folder)."""
     out = Path(out)
     return out.with_name(out.name + ".resume")
+
+
+def fit_gate(model, sets: list[TrainSet], cache: EmbeddingCache) -> DomainGate:
+    """The domain gate of an adapter from its training (and validation) images' embeddings."""
+    images = list({im.key: im for data in sets for im in data.images}.values())  # one per image
+    profiles = np.stack([profile_of(load_features(cache, im.key)) for im in images])
+    return DomainGate.fit(profiles, [im.group for im in images],
+                          reference_spread(model.model_id))
 
 
 def finetune(
@@ -40,6 +52,7 @@ def finetune(
     cancel: Callable[[], bool] | None = None,
     resume: bool = False,
     activate: bool = True,
+    gate: bool = True,
 ) -> TrainResult:
     """Train an adapter and save it to `out` (peft files + metadata.json).
 
@@ -50,6 +63,8 @@ def finetune(
         metadata: extra metadata (modality, description...).
         resume: continue from the checkpoint of an earlier, interrupted run with the same `out`.
         activate: load the saved adapter into the model and make it active.
+        gate: give a decoder adapter a domain gate (`core.domain_gate`) fitted on its images,
+            so it is not applied to images unlike them (another modality).
 
     Returns:
         The training result (validation Dice before/after, steps, seconds).
@@ -87,6 +102,8 @@ def finetune(
         "date": _dt.date.today().isoformat(),
         **(metadata or {}),
     }
+    if gate and ad.metadata[name]["targets"] == "decoder":
+        ad.gates[name] = fit_gate(model, [train_set, val_set], cache)
     ad.save(name, out, meta)
     ad.remove(name)
     shutil.rmtree(ckpt, ignore_errors=True)
