@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from datahelpers import load_pair
 
-from napari_medsam.core.backends import make_backend, onnx_backend_for
+from napari_medsam.core.backends import encoder_openvino, make_backend, onnx_backend_for
 from napari_medsam.core.backends import preprocess as pp
 from napari_medsam.core.backends.base import OUTSIDE_LOGIT
 from napari_medsam.core.backends.export import decoder_file, encoder_file, ensure_decoder
@@ -28,7 +28,7 @@ from napari_medsam.core.backends.weights import ModelInfo, adapter_identity
 from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.metrics import bbox, dice
 from napari_medsam.core.predictor import Predictor
-from napari_medsam.core.profiles import PROFILES, Budget, Cost, choose_auto
+from napari_medsam.core.profiles import PROFILES, Budget, Cost, choose_auto, get_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,16 +57,19 @@ def user_cache(tmp_path_factory) -> Path:
 def exported(base_model, base_info, user_cache) -> Path:
     """Every profile's models exported once, into <user cache>/onnx."""
     folder = user_cache / "onnx"
-    for prof in PROFILES.values():
-        onnx_backend_for(prof, base_info, folder, base_model)
+    for name, prof in PROFILES.items():
+        onnx_backend_for(get_profile(name), base_info, folder, base_model)
+        onnx_backend_for(prof, base_info, folder, base_model)  # onnxruntime only
     return folder
 
 
 @pytest.fixture(scope="session")
 def backends(base_model, base_info, exported):
     out = {"torch": TorchBackend(base_model)}
-    for name, prof in PROFILES.items():
-        out[name] = onnx_backend_for(prof, base_info, exported, base_model, threads=2)
+    for name in PROFILES:
+        out[name] = onnx_backend_for(get_profile(name), base_info, exported, base_model, threads=2)
+    # without OpenVINO, `fast` runs the int8 encoder on onnxruntime: checked too
+    out["fast-ort"] = onnx_backend_for(PROFILES["fast"], base_info, exported, base_model, threads=2)
     return out
 
 
@@ -155,7 +158,9 @@ def test_cache_ids_keep_int8_and_fp32_apart(backends, data_dir, manifest):
     image, _ = load_pair(data_dir, [p for p in manifest if p["dataset"] == "camus"][0])
     keys = {n: Predictor(backend=b).image_key(image) for n, b in backends.items()}
     assert keys["accurate"] == keys["torch"] == keys["balanced"]  # fp32 encoders: same embedding
-    assert keys["fast"] != keys["torch"] and "+int8" in backends["fast"].cache_id
+    assert keys["fast-ort"] != keys["torch"] and "+int8" in backends["fast-ort"].cache_id
+    fast = backends["fast"].cache_id  # bf16 on OpenVINO where the CPU has it, else int8
+    assert keys["fast"] != keys["torch"] and ("+bf16" in fast or "+int8" in fast)
     # ... because fp32 ONNX embeddings (numpy preprocessing included) equal torch's to far
     # below the fp16 precision of the disk cache
     unit = np.repeat(image[..., None] / 255.0, 3, 2).astype(np.float32)
@@ -169,12 +174,14 @@ def test_cache_ids_keep_int8_and_fp32_apart(backends, data_dir, manifest):
 def test_profiles_agree_with_torch_on_real_images(backends, data_dir, manifest):
     """Box masks of each profile against torch fp32 on a few dev images of four datasets.
 
-    Measured on these images: accurate 1.000, balanced >= 0.99, fast >= 0.97 (the full
-    benchmark over every dev dataset is in docs/performance.md).
+    Measured on these images: accurate 1.000, balanced >= 0.99, fast >= 0.97 (bf16 on OpenVINO
+    and int8 on onnxruntime alike; the full benchmark over every dev dataset is in
+    docs/performance.md).
     """
     picks = {"camus": 2, "ph2": 1, "kvasir_seg": 1, "ct2d_sammed2d": 1}
     predictors = {n: Predictor(backend=b, cache=EmbeddingCache()) for n, b in backends.items()}
-    scores: dict[str, list[float]] = {n: [] for n in PROFILES}
+    compared = [*PROFILES, "fast-ort"]
+    scores: dict[str, list[float]] = {n: [] for n in compared}
     gt: dict[str, list[float]] = {n: [] for n in backends}
     for dataset, count in picks.items():
         for pair in [p for p in manifest if p["dataset"] == dataset][:count]:
@@ -188,11 +195,12 @@ def test_profiles_agree_with_torch_on_real_images(backends, data_dir, manifest):
                     p.set_image(image)
                     masks[name] = p.predict(box=bbox(truth, 5)).masks[0]
                     gt[name].append(dice(masks[name], truth))
-                for name in PROFILES:
+                for name in compared:
                     scores[name].append(dice(masks[name], masks["torch"]))
     assert min(scores["accurate"]) > 0.999
     assert np.mean(scores["balanced"]) > 0.985 and min(scores["balanced"]) > 0.95
-    assert np.mean(scores["fast"]) > 0.95 and min(scores["fast"]) > 0.85
+    for name in ("fast", "fast-ort"):
+        assert np.mean(scores[name]) > 0.95 and min(scores[name]) > 0.85
     assert np.mean(gt["balanced"]) > np.mean(gt["torch"]) - 0.01
 
 
@@ -325,6 +333,25 @@ def test_static_int8_encoder_from_shipped_ranges(base_info, exported, tmp_path):
     b, _ = static.encode(image.astype(np.float32))
     cosine = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
     assert cosine > 0.98 and static.cache_id.endswith("+int8-static")
+
+
+def test_profiles_use_openvino_where_it_pays(backends):
+    """balanced: fp32 encoder on OpenVINO when installed (same embeddings as onnxruntime); fast:
+    bf16 on OpenVINO on CPUs with native bf16, else int8 on onnxruntime."""
+    fast, balanced = get_profile("fast"), get_profile("balanced")
+    if encoder_openvino.bf16_supported():
+        assert (fast.encoder, fast.encoder_engine) == ("bf16", "openvino")
+        assert backends["fast"].cache_id.endswith("+bf16") and "OpenVINO" in \
+            backends["fast"].describe()
+    else:
+        assert (fast.encoder, fast.encoder_engine) == ("int8", "onnxruntime")
+    want = "openvino" if encoder_openvino.available() else "onnxruntime"
+    assert balanced.encoder == "fp32" and balanced.encoder_engine == want
+    assert backends["balanced"].cache_id == backends["accurate"].cache_id  # shared embeddings
+    image = np.random.default_rng(2).random((200, 230, 3)).astype(np.float32)
+    ref, _ = backends["accurate"].encode(image)
+    got, _ = backends["balanced"].encode(image)
+    assert np.abs(got - ref).max() < 1e-3 * np.abs(ref).max()
 
 
 def test_auto_picks_the_most_accurate_profile_within_budget():

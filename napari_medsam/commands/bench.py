@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.backends.weights import resolve_model
-    from ..core.profiles import PROFILES, Budget, choose_auto, profile_costs
+    from ..core.profiles import Budget, choose_auto, get_profile, profile_costs
 
     info = resolve_model()
     budget = Budget(**{k: v for k, v in (("click_ms", args.click_ms),
@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     costs = profile_costs(info, args.threads, remeasure=True)
     print(f"{'profile':10s} {'encode ms':>10s} {'click ms':>9s}  what")
     for name, cost in costs.items():
-        print(f"{name:10s} {cost.encode_ms:10.0f} {cost.click_ms:9.1f}  {PROFILES[name].summary}")
+        summary = get_profile(name).summary
+        print(f"{name:10s} {cost.encode_ms:10.0f} {cost.click_ms:9.1f}  {summary}")
     print(f"auto picks: {choose_auto(costs, budget)} (budget {budget.click_ms:g} ms per click, "
           f"{budget.encode_ms:g} ms per slice)")
     return 0

@@ -39,18 +39,19 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.backends.export import ensure_decoder, ensure_encoder, onnx_dir
     from ..core.backends.weights import resolve_model
-    from ..core.profiles import ORDER, get_profile
+    from ..core.profiles import ORDER, PROFILES, get_profile
 
     info = resolve_model(args.model, args.model_type, args.adapter,
                          False if args.no_click_adapter else None)
     names = ORDER if args.profile == "all" else (args.profile,)
     paths = []
     for name in names:
-        prof = get_profile(name)
-        paths.append(ensure_encoder(info, prof.encoder, args.out))
-        paths.append(ensure_decoder(info, prof.decoder, folder=args.out))
-        if info.decoder_tag and info.box_base:
-            paths.append(ensure_decoder(info.base, prof.decoder, folder=args.out))
+        # as the profile runs here, and its onnxruntime-only form (for machines without OpenVINO)
+        for prof in dict.fromkeys([get_profile(name), PROFILES[name]]):
+            paths.append(ensure_encoder(info, prof.encoder, args.out))
+            paths.append(ensure_decoder(info, prof.decoder, folder=args.out))
+            if info.decoder_tag and info.box_base:
+                paths.append(ensure_decoder(info.base, prof.decoder, folder=args.out))
     if args.static or args.calibration_dir:
         if args.calibration_dir:
             from ..core.backends.export import encoder_file

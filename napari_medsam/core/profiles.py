@@ -3,11 +3,12 @@
 In the spirit of TiPE-SAM's resource-aware execution, each profile trades a measured amount of
 accuracy for speed (numbers in docs/performance.md, from benchmarks/bench_backends.py):
   * accurate: fp32 ONNX encoder + decoder: the torch fp32 masks, about 2x / 3x faster on a CPU.
-  * balanced: fp32 encoder (embeddings shared with torch and `accurate`), int8 decoder that
-              decodes only the box region at high resolution: clicks > 4x faster, box masks
-              >= 0.99 Dice agreement with torch fp32 on every dev dataset.
-  * fast:     int8 encoder (linear layers, dynamic) as well: encoder ~2.7x faster than torch,
-              box-mask agreement >= 0.98 on every dev dataset.
+  * balanced: fp32 encoder (embeddings shared with torch and `accurate`; run by OpenVINO when
+              installed, else onnxruntime), int8 decoder that decodes only the box region at
+              high resolution: clicks ~4x faster, box masks >= 0.99 Dice agreement with torch.
+  * fast:     bf16 encoder run by OpenVINO on CPUs with native bf16 (AVX512-BF16 / AMX), else
+              the int8 encoder (linear layers, dynamic) on onnxruntime; the decoder as balanced.
+Which engine a profile gets is settled on this machine by `get_profile`.
 `auto` measures what each profile costs on this machine once (cached per machine) and picks the
 most accurate one that meets the latency budget.
 """
@@ -19,7 +20,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,9 @@ class Profile:
     """How the ONNX backend runs.
 
     Attributes:
-        encoder / decoder: "fp32" or "int8".
+        encoder: "fp32", "int8" (onnxruntime) or "bf16" (OpenVINO).
+        decoder: "fp32" or "int8".
+        encoder_engine: "onnxruntime" or "openvino".
         roi_margin: None decodes the whole image; a fraction grows the box region that is
             decoded at high resolution (box prompts only).
     """
@@ -45,6 +48,7 @@ class Profile:
     decoder: str
     roi_margin: float | None
     summary: str
+    encoder_engine: str = "onnxruntime"
 
 
 PROFILES: dict[str, Profile] = {
@@ -78,20 +82,37 @@ class Cost:
 
 
 def get_profile(name: str) -> Profile:
-    """The profile called `name` (accurate, balanced or fast)."""
+    """The profile called `name` (accurate, balanced or fast), as it runs on this machine:
+    with OpenVINO installed, `balanced` runs its fp32 encoder there and `fast` a bf16 encoder
+    (when the CPU has native bf16); otherwise both use onnxruntime (fast: int8)."""
+    from .backends import encoder_openvino as ov
+
     key = (name or "").strip().lower()
     if key not in PROFILES:
         raise InputError(f"Unknown profile '{name}'. Choose one of: {', '.join(CHOICES)}.")
-    return PROFILES[key]
+    profile = PROFILES[key]
+    if key == "balanced" and ov.available():
+        return replace(profile, encoder_engine="openvino",
+                       summary="fp32 encoder on OpenVINO; int8 decoder on the box region")
+    if key == "fast" and ov.bf16_supported():
+        return replace(profile, encoder="bf16", encoder_engine="openvino",
+                       summary="bf16 encoder on OpenVINO; int8 decoder on the box region")
+    return profile
 
 
 def machine_key(info, threads: int) -> str:
-    """What a measured cost depends on: CPU, threads, onnxruntime version, weights."""
+    """What a measured cost depends on: CPU, threads, onnxruntime/OpenVINO versions, weights."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import onnxruntime
 
+    try:
+        openvino = version("openvino")
+    except PackageNotFoundError:
+        openvino = "none"
     cpu = platform.processor() or platform.machine()
     return f"{platform.node()}|{cpu}|{os.cpu_count()}|{threads}|{onnxruntime.__version__}|" \
-           f"{info.weights_sha256[:16]}"
+           f"ov{openvino}|{info.weights_sha256[:16]}"
 
 
 def _costs_file() -> Path:

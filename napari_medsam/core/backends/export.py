@@ -154,10 +154,13 @@ def ensure_encoder(info: ModelInfo, variant: str = "fp32", folder=None, model=No
     """The encoder file for `variant`, exporting (and quantizing) it if it is missing.
 
     Args:
-        variant: "fp32", "int8", "int8-all" or "int8-static" (see `quantize`).
+        variant: "fp32", "int8", "int8-all" or "int8-static" (see `quantize`); "bf16" gives
+            the fp32 file (for OpenVINO).
         calibration: for "int8-static": a folder of images to calibrate on; default the
             ranges shipped with the package (measured on real training images).
     """
+    if variant == "bf16":  # OpenVINO runs the fp32 export in bf16 (it converts when compiling)
+        variant = "fp32"
     if variant not in ENCODER_VARIANTS:
         raise MedSAMError(f"Unknown encoder variant '{variant}': {', '.join(ENCODER_VARIANTS)}.")
     path = encoder_file(info, variant, folder)

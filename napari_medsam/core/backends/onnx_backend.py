@@ -116,13 +116,14 @@ class OnnxBackend(Backend):
     Args:
         encoder_path, decoder_path: exported models (see `backends.export`).
         info: the model they were exported from.
-        encoder_variant: "fp32" or "int8" (decides the embedding cache id).
+        encoder_variant: "fp32", "int8" or "bf16" (decides the embedding cache id).
         decoder_variant: "fp32" or "int8" (for `describe`).
         roi_margin: None decodes the whole image (exact); a number decodes only the box region
             grown by that fraction of the box size (the `fast` profile) when a box is given.
         threads: intra-op threads (default: `default_threads()`).
         box_decoder_path: decoder for box-only prompts when the active adapter is a click
             adapter that leaves boxes to the base model (None: the same decoder).
+        encoder_engine: "onnxruntime", or "openvino" (`encoder_openvino`; fp32 or bf16).
         gate: the fine-tuned adapter's `DomainGate`; images it refuses are decoded with
             `fallback_paths` = (decoder for clicks, decoder for box-only prompts).
     """
@@ -141,10 +142,12 @@ class OnnxBackend(Backend):
         box_decoder_path: str | Path | None = None,
         gate=None,
         fallback_paths: tuple[str | Path, str | Path] | None = None,
+        encoder_engine: str = "onnxruntime",
     ):
         self._info = info
         self.encoder_path, self.decoder_path = Path(encoder_path), Path(decoder_path)
         self.encoder_variant = encoder_variant
+        self.encoder_engine = encoder_engine
         self.decoder_variant = decoder_variant
         self.roi_margin = roi_margin
         self.threads = threads
@@ -182,8 +185,17 @@ class OnnxBackend(Backend):
 
     def encode(self, image01: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         x, resized = prepare_input(image01, self.image_size, self._info.normalization)
-        encoder = self._session("encoder", self.encoder_path, lean=True)
-        (features,) = encoder.run(None, {"image": x})
+        if self.encoder_engine == "openvino":
+            if "encoder" not in self._sessions:
+                from .encoder_openvino import OpenVinoEncoder
+
+                self._sessions["encoder"] = OpenVinoEncoder(
+                    self.encoder_path, "bf16" if self.encoder_variant == "bf16" else "fp32",
+                    self.threads or default_threads())
+            features = self._sessions["encoder"].run(x)
+        else:
+            encoder = self._session("encoder", self.encoder_path, lean=True)
+            (features,) = encoder.run(None, {"image": x})
         return np.asarray(features[0], dtype=np.float32), resized
 
     def decode(self, features, coords, labels, boxes, mask_input, multimask=False):
@@ -254,5 +266,7 @@ class OnnxBackend(Backend):
 
     def describe(self) -> str:
         region = ", box-region decoding" if self.roi_margin is not None else ""
-        return (f"onnxruntime on CPU ({self.encoder_variant} encoder, {self.decoder_variant} "
-                f"decoder{region}, {self.threads or default_threads()} threads)")
+        engine = " on OpenVINO" if self.encoder_engine == "openvino" else ""
+        return (f"onnxruntime on CPU ({self.encoder_variant} encoder{engine}, "
+                f"{self.decoder_variant} decoder{region}, {self.threads or default_threads()} "
+                "threads)")
