@@ -31,8 +31,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="torch",
                    choices=["torch", "accurate", "balanced", "fast", "auto"],
                    help="how to run the model: torch (default; GPU when available), or ONNX "
-                        "Runtime on the CPU: accurate (fp32), balanced, fast (int8), auto (the "
-                        "most accurate one within the latency budget on this machine); see "
+                        "Runtime on the CPU: accurate (fp32), balanced (int8 decoder), fast (bf16 "
+                        "encoder on OpenVINO where the CPU has bf16, else int8), auto (the most "
+                        "accurate one within the latency budget on this machine); see "
                         "docs/performance.md")
 
 

@@ -3,9 +3,10 @@
 Only linear layers (MatMul with a weight: about half of the encoder's time) are quantized;
 convolutions and attention products stay fp32. Measured on this project's 2-core CPU (mean
 relative error of the embedding on dev images; speed-up of the encoder vs fp32 ONNX, 1 thread):
-  * "int8" (the `fast` profile): dynamic int8 (per-channel weights, activations quantized at run
-    time from their actual range) of every linear layer except the MLPs' second one, whose input
-    (after GELU) is the hardest to quantize: error 0.045, 1.4x. Box-mask agreement with torch
+  * "int8" (the `fast` profile where OpenVINO bf16 is not available): dynamic int8 (per-channel
+    weights, activations quantized at run time from their actual range) of every linear layer
+    except the MLPs' second one, whose input (after GELU) is the hardest to quantize: error
+    0.045, 1.4x. Box-mask agreement with torch
     fp32 >= 0.98 on every dev dataset.
   * "int8-all": the same on every linear layer: error 0.076, 1.5x; agreement 0.95 on DeepLesion.
   * "int8-static": QDQ with activation ranges calibrated on real training images (99.99th
