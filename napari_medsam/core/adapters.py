@@ -251,9 +251,9 @@ class Adapters:
         self.last_gate = None
         if gate is None or not self.use_gate or features is None:
             return False
-        distance = gate.distance(features)
-        self.last_gate = (self.active, distance, distance <= gate.threshold)
-        return distance > gate.threshold
+        distance, accepted = gate.check(features)
+        self.last_gate = (self.active, distance, accepted)
+        return not accepted
 
     @contextlib.contextmanager
     def _switched(self, name: str) -> Iterator[None]:
@@ -326,6 +326,13 @@ def routed(model, has_points: bool, features=None):
     if not isinstance(found, Adapters):
         return contextlib.nullcontext()
     return found.routed(has_points, features)
+
+
+def base_only(model):
+    """Context that runs the base model whatever adapter is active (nothing to do without
+    adapters): for learned parts made against the plain decoder, like the auto heads."""
+    found = getattr(model, "adapters", None)
+    return found.disabled() if isinstance(found, Adapters) else contextlib.nullcontext()
 
 
 # ---- the shipped click adapter -------------------------------------------------------------------

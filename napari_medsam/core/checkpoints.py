@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from pathlib import Path
 
 from .errors import CheckpointError
+from .storage import env_switch
 
 DEFAULT_MODEL = "litemedsam"
 KNOWN_MODELS = ("litemedsam", "sam_vit_b", "medsam_vit_b")
@@ -93,4 +93,4 @@ def click_adapter_wanted(flag: bool | None = None) -> bool:
     """`flag` when given, else $NAPARI_MEDSAM_CLICK_ADAPTER ("0", "off", "false", "no": off)."""
     if flag is not None:
         return bool(flag)
-    return os.environ.get(CLICK_ADAPTER_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+    return env_switch(CLICK_ADAPTER_ENV)

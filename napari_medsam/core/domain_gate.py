@@ -16,12 +16,13 @@ set fall (leave-one-group-out), plus a margin, within bounds.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .storage import env_switch
 
 log = logging.getLogger(__name__)
 GATE_FILE = "domain_gate.safetensors"
@@ -35,7 +36,7 @@ GATE_ENV = "NAPARI_MEDSAM_ADAPTER_GATE"
 
 def gate_wanted() -> bool:
     """False when $NAPARI_MEDSAM_ADAPTER_GATE is 0/false/no/off (adapters apply everywhere)."""
-    return os.environ.get(GATE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_switch(GATE_ENV)
 
 
 GRID = 4  # the embedding's mean over a GRID x GRID layout of regions is part of the profile
@@ -46,18 +47,14 @@ def describe(features) -> np.ndarray:
     std over the whole grid, and per-channel means over GRID x GRID regions (where things are:
     an echo sector, a body outline, a round dermoscopy field).
 
-    Accepts a numpy array or a torch tensor (reduced where it lives, e.g. on the GPU).
+    Accepts a numpy array or a torch tensor (copied to numpy: `DomainGate.check` does this once
+    per image).
     """
+    if hasattr(features, "detach"):  # torch, without importing it here
+        features = features.detach().float().cpu().numpy()
     shape = tuple(features.shape[-3:])
     rows = np.linspace(0, shape[1], GRID + 1).astype(int)
     cols = np.linspace(0, shape[2], GRID + 1).astype(int)
-    if hasattr(features, "detach"):  # torch, without importing it here
-        x = features.detach().float().reshape(shape)
-        flat = x.reshape(shape[0], -1)
-        parts = [flat.mean(1), flat.std(1, correction=0)]
-        parts += [x[:, rows[i]:rows[i + 1], cols[j]:cols[j + 1]].mean((1, 2))
-                  for i in range(GRID) for j in range(GRID)]
-        return np.concatenate([p.cpu().numpy() for p in parts]).astype(np.float64)
     x = np.asarray(features, dtype=np.float32).reshape(shape)
     flat = x.reshape(shape[0], -1)
     parts = [flat.mean(1), flat.std(1)]
@@ -99,6 +96,9 @@ class DomainGate:
     scale: np.ndarray
     threshold: float
     images: int = 0
+    # (embedding object, distance) of the last check: every click on one image reuses it
+    _last: tuple[object, float] | None = field(default=None, init=False, repr=False,
+                                                compare=False)
 
     @classmethod
     def fit(cls, profiles: np.ndarray, groups: Sequence[str] | None = None,
@@ -135,6 +135,14 @@ class DomainGate:
 
     def accepts(self, features) -> bool:
         return self.distance(features) <= self.threshold
+
+    def check(self, features) -> tuple[float, bool]:
+        """(distance, accepted) for the embedding a decode runs on; computed once per
+        embedding object (the predictor hands the same one to every click on an image)."""
+        if self._last is None or self._last[0] is not features:
+            self._last = (features, self.distance(features))
+        distance = self._last[1]
+        return distance, distance <= self.threshold
 
     def summary(self) -> dict:
         return {"images": self.images, "threshold": round(self.threshold, 3),

@@ -23,6 +23,13 @@ def user_data_dir(env: str, name: str) -> Path:
         os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
         "napari-medsam", name))
 
+
+def env_switch(env: str) -> bool:
+    """False when $`env` is 0 / off / false / no (case-insensitive), else True: the on/off
+    switches of optional parts (click adapter, adapter gate, OpenVINO)."""
+    return os.environ.get(env, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
 METADATA_FILE = "metadata.json"
 
 

@@ -7,7 +7,7 @@ modules on (image, structure) pairs directly. The decoder's weights are never ch
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -36,17 +36,11 @@ def decode_heads(model, embeddings: torch.Tensor, out: HeadOutput,
         decodes with multimask_output=False). Gradients flow back to the head's prompts through
         the (frozen) decoder when autograd is on.
     """
-    with _base_decoder(model):  # heads are trained on, and run with, the base decoder
+    from ..adapters import base_only
+
+    # heads are trained on, and run with, the base decoder (not e.g. the click adapter's)
+    with base_only(model):
         return _decode(model, embeddings, out, which)
-
-
-def _base_decoder(model):
-    """The base decoder whatever LoRA adapter is active (e.g. the click adapter, which only
-    knows clicks): a head's prompts were learned against the plain decoder."""
-    from ..adapters import Adapters
-
-    found = getattr(model, "adapters", None)
-    return found.disabled() if isinstance(found, Adapters) else nullcontext()
 
 
 def _decode(model, embeddings, out: HeadOutput, which) -> torch.Tensor:

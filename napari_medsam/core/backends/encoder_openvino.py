@@ -10,24 +10,19 @@ onnxruntime. Like the rest of the ONNX path, this never imports torch.
 from __future__ import annotations
 
 import importlib.util
-import logging
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import MedSAMError
-
-log = logging.getLogger(__name__)
+from ..storage import env_switch
 
 
 def available() -> bool:
     """True when the openvino package is installed and not switched off with
     $NAPARI_MEDSAM_OPENVINO=0 (the profiles then use onnxruntime only)."""
-    if os.environ.get("NAPARI_MEDSAM_OPENVINO", "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    return importlib.util.find_spec("openvino") is not None
+    return env_switch("NAPARI_MEDSAM_OPENVINO") and importlib.util.find_spec("openvino") is not None
 
 
 @lru_cache(maxsize=1)

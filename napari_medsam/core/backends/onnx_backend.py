@@ -248,9 +248,8 @@ class OnnxBackend(Backend):
         if self.gate is None:
             self.last_gate = None
             return False
-        distance = self.gate.distance(features)
-        self.last_gate = (distance, distance <= self.gate.threshold)
-        return distance > self.gate.threshold
+        self.last_gate = self.gate.check(features)
+        return not self.last_gate[1]
 
     def _multimask_session(self, base: bool):
         """The three-candidate decoder, exported on first use (imports torch once)."""

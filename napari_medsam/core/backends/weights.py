@@ -183,13 +183,12 @@ def gate_route(info: ModelInfo, model=None):
     if adapters is not None and getattr(adapters, "active", None):
         gate = adapters.gates.get(adapters.active) if adapters.use_gate else None
         source = adapters.fallback(adapters.active)
-    elif info.adapter_dir and info.decoder_tag and not info.encoder_tag:
+    elif info.adapter_dir and info.decoder_tag and not info.encoder_tag and gate_wanted():
         folder = Path(info.adapter_dir)
         gate = DomainGate.load(folder)
         meta_file = folder / "metadata.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         source = meta.get("initialised_from")
-        gate = gate if gate_wanted() else None
     if gate is None:
         return None, None
     click = click_adapter_folder() if source == CLICK_ADAPTER_NAME else None
