@@ -1,7 +1,8 @@
 """Measure the reference spread the adapters' domain gates start from (`core.domain_gate`).
 
 For each dataset of the training folder (CAMUS echo, PH2 dermoscopy), the spread of the image
-embedding profiles (per-channel mean and std) across its images; pooled over datasets, it says
+embedding profiles (`domain_gate.describe`: per-channel mean and std, and
+per-channel means over a 4 x 4 layout of regions) across its images; pooled over datasets, it says
 how much images of one modality differ from patient to patient. Saved per model id into
 napari_medsam/resources/domain_reference.safetensors (4,608 floats for LiteMedSAM).
 
