@@ -29,7 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("NAPARI_MEDSAM_DATA", REPO.parent / "shared" / "data"))
 TARGETS = {"balanced": 0.98, "fast": 0.95}
 
 from napari_medsam.core.backends import make_backend  # noqa: E402

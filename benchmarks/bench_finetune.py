@@ -75,10 +75,11 @@ def main() -> int:
     p.add_argument("--patients", type=int, default=5, help="5 patients = 20 images")
     p.add_argument("--steps", type=int, default=80)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (training and decoding)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model("litemedsam")
+    model = load_model("litemedsam", device=args.device)
     predictor = Predictor(model, EmbeddingCache(disk_dir=args.cache))
     others = ["ph2", "kvasir_seg", "ct2d_sammed2d"]
     targets = list(iter_targets(args.data, ["camus", *others]))
@@ -93,7 +94,7 @@ def main() -> int:
         t0, c0 = time.monotonic(), time.process_time()
         result = finetune(model, train_set, val_set, predictor.cache, Path(tmp) / "echo",
                           TrainConfig(steps=args.steps, val_every=10, lr=1e-3,
-                                      bf16=bf16_is_fast()),
+                                      bf16=bf16_is_fast(args.device), device=args.device),
                           metadata={"modality": "ultrasound"})
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
     after = measure(predictor, targets)  # the adapter's domain gate on (the default)
@@ -109,7 +110,7 @@ def main() -> int:
     accept_rate = {k: round(float(np.mean(v)), 3) for k, v in accepted.items()}
     print(f"fine-tuned on {n_images} corrected images ({len(data)} objects, "
           f"{len(train_set)} train / {len(val_set)} val) in {wall:.0f} s wall, {cpu:.0f} s CPU "
-          f"({args.threads} threads), {result.steps} steps ({result.stopped})")
+          f"({args.threads} threads, {args.device}), {result.steps} steps ({result.stopped})")
     print(f"domain gate: threshold {gate.threshold:.2f}; share of targets the adapter is used "
           f"on: {accept_rate}")
     metrics = ("box", "click1", "click3")

@@ -395,3 +395,18 @@ def test_make_backend_torch_and_unknown_profile(base_model):
 
     with pytest.raises(InputError, match="Unknown profile"):
         make_backend("turbo", model=model)
+
+
+def test_fp16_encoder_only_for_large_encoders_on_a_gpu(base_model):
+    """fp16 autocast paid 2.0x for ViT-B at 1024 px on an H200 but was slower for LiteMedSAM's
+    TinyViT (bench_cuda.py): the default follows the device and the encoder's input size."""
+    from types import SimpleNamespace
+
+    from napari_medsam.core.backends.torch_backend import default_half
+
+    cuda = SimpleNamespace(type="cuda")
+    assert not TorchBackend(base_model).half  # CPU: fp32
+    assert not default_half(SimpleNamespace(device=cuda, image_size=256))
+    assert default_half(SimpleNamespace(device=cuda, image_size=1024))
+    forced = TorchBackend(base_model, half=True)
+    assert forced.encoder_variant == "fp16" and forced.cache_id.endswith("+fp16")

@@ -1,9 +1,11 @@
 """The torch backend: the reference fp32 path on the CPU, and the GPU path when torch sees one.
 
-On CUDA the image encoder runs under fp16 autocast (autocast keeps softmax and normalisation in
-fp32, which is what makes fp16 safe here); the embedding is returned as float32 and its cache id
-is tagged "+fp16" so it never mixes with fp32 embeddings. The decoder stays fp32: it is small,
-and its logits feed back into the next click.
+On CUDA, 1024 px ViT-B encoders (SAM, MedSAM) run under fp16 autocast (autocast keeps softmax
+and normalisation in fp32, which is what makes fp16 safe): 2.0x faster on an H200. LiteMedSAM's
+small TinyViT stays fp32 there: one slice at a time is launch-bound and fp16 was slower (7.5 vs
+6.3 ms) with slightly lower mask agreement (benchmarks/bench_cuda.py, docs/performance.md).
+fp16 embeddings are returned as float32 and their cache id is tagged "+fp16" so they never mix
+with fp32 ones. The decoder stays fp32: it is small, and its logits feed back into the next click.
 """
 
 from __future__ import annotations
@@ -15,20 +17,27 @@ from ..adapters import routed
 from .base import Backend, prompt_count
 from .weights import ModelInfo
 
+HALF_MIN_INPUT = 1024  # encoder input side from which fp16 autocast pays on a GPU
+
+
+def default_half(model) -> bool:
+    """fp16 encoder autocast by default: on a GPU, for the large (1024 px) encoders only."""
+    return model.device.type == "cuda" and model.image_size >= HALF_MIN_INPUT
+
 
 class TorchBackend(Backend):
     """Runs a loaded `SamModel` with torch.
 
     Args:
         model: the model (its device decides CPU or GPU).
-        half: fp16 encoder autocast; default True on CUDA, False on the CPU.
+        half: fp16 encoder autocast; default: on CUDA for 1024 px encoders, else off.
     """
 
     name = "torch"
 
     def __init__(self, model, half: bool | None = None):
         self.model = model
-        self.half = (model.device.type == "cuda") if half is None else bool(half)
+        self.half = default_half(model) if half is None else bool(half)
 
     @property
     def encoder_variant(self) -> str:  # type: ignore[override]
