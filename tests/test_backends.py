@@ -147,6 +147,35 @@ def test_box_region_decoding_is_exact_inside_the_region(backends):
     assert rows.min() <= 40 - 20 and rows.max() >= 120 + 20 and cols.min() <= 60 - 20
 
 
+def test_token_pausing_changes_only_what_it_must(backends):
+    """Pausing the tokens outside a context window: a window over the whole grid is the exact
+    decoder; a smaller one keeps the same output region, and its logits stay close there (on
+    random features; the agreement on real images is in the slow test below)."""
+    rng = np.random.default_rng(3)
+    feats = backends["accurate"].load_features(rng.standard_normal((256, 64, 64)) * 0.5)
+    box = np.array([[100.0, 90.0, 140.0, 130.0]])
+    make = lambda context: OnnxBackend(  # noqa: E731
+        backends["accurate"].encoder_path, backends["accurate"].decoder_path,
+        backends["accurate"].info, roi_margin=0.25, context=context)
+    exact, _ = make(None).decode(feats, None, None, box, None)
+    whole, _ = make((10.0, 64)).decode(feats, None, None, box, None)
+    paused, _ = make((0.25, 32)).decode(feats, None, None, box, None)
+    assert np.abs(whole - exact).max() < 1e-4
+    inside = exact != OUTSIDE_LOGIT
+    assert np.array_equal(paused != OUTSIDE_LOGIT, inside)
+    assert not np.allclose(paused[inside], exact[inside])  # the paused tokens did matter ...
+    assert ((paused[inside] > 0) == (exact[inside] > 0)).mean() > 0.9  # ... but not much
+
+
+def test_region_cells_widen_to_a_minimum_and_stay_inside():
+    from napari_medsam.core.backends.onnx_backend import region_cells
+
+    rows, cols = region_cells(None, np.array([[0.0, 0.0, 8.0, 8.0]]), 0.25, 4.0, 64, min_cells=32)
+    assert (rows[0], rows[-1], len(rows)) == (0, 31, 32) and len(cols) == 32
+    rows, _ = region_cells(None, np.array([[120.0, 120.0, 130.0, 130.0]]), 0.0, 4.0, 64, 32)
+    assert len(rows) == 32 and rows[0] <= 120 // 4 and rows[-1] >= 130 // 4
+
+
 def test_pack_prompts_like_segment_anything():
     coords, labels = pack_prompts(np.array([[[5.0, 6.0]]]), np.array([[1]]), None, 1)
     assert coords.shape == (1, 2, 2) and labels.tolist() == [[1.0, -1.0]]  # padding point
@@ -174,9 +203,9 @@ def test_cache_ids_keep_int8_and_fp32_apart(backends, data_dir, manifest):
 def test_profiles_agree_with_torch_on_real_images(backends, data_dir, manifest):
     """Box masks of each profile against torch fp32 on a few dev images of four datasets.
 
-    Measured on these images: accurate 1.000, balanced >= 0.99, fast >= 0.97 (bf16 on OpenVINO
-    and int8 on onnxruntime alike; the full benchmark over every dev dataset is in
-    docs/performance.md).
+    Measured on these images: accurate 1.000, balanced >= 0.99; fast (bf16 on OpenVINO or int8
+    on onnxruntime, and token pausing) has the looser bound of its target (the full benchmark
+    over every dev dataset is in docs/performance.md).
     """
     picks = {"camus": 2, "ph2": 1, "kvasir_seg": 1, "ct2d_sammed2d": 1}
     predictors = {n: Predictor(backend=b, cache=EmbeddingCache()) for n, b in backends.items()}

@@ -7,7 +7,9 @@ accuracy for speed (numbers in docs/performance.md, from benchmarks/bench_backen
               decodes only the box region at high resolution: clicks ~4x faster, box masks
               >= 0.99 Dice agreement with torch fp32 on every dev dataset.
   * fast:     bf16 encoder run by OpenVINO on CPUs with native bf16 (AVX512-BF16 / AMX), else
-              the int8 encoder (linear layers, dynamic) on onnxruntime; the decoder as balanced.
+              the int8 encoder (linear layers, dynamic) on onnxruntime; the decoder as balanced,
+              plus token pausing: image tokens far from the box skip the decoder's transformer
+              (clicks ~5x faster than torch, box agreement >= 0.96 on every dev dataset).
 Which engine a profile gets is settled on this machine by `get_profile`.
 `auto` measures what each profile costs on this machine once (cached per machine) and picks the
 most accurate one that meets the latency budget.
@@ -41,6 +43,9 @@ class Profile:
         encoder_engine: "onnxruntime" or "openvino".
         roi_margin: None decodes the whole image; a fraction grows the box region that is
             decoded at high resolution (box prompts only).
+        context: None runs every image token through the decoder's transformer; (margin,
+            cells) pauses the tokens outside the box grown by margin x its size, widened to at
+            least `cells` per side (token pausing; box prompts only).
     """
 
     name: str
@@ -49,6 +54,7 @@ class Profile:
     roi_margin: float | None
     summary: str
     encoder_engine: str = "onnxruntime"
+    context: tuple[float, int] | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -57,7 +63,8 @@ PROFILES: dict[str, Profile] = {
     "balanced": Profile("balanced", "fp32", "int8", 0.25,
                         "fp32 encoder; int8 decoder on the box region"),
     "fast": Profile("fast", "int8", "int8", 0.25,
-                    "int8 encoder and decoder; box region only"),
+                    "int8 encoder and decoder; box region only, background tokens paused",
+                    context=(0.25, 32)),
 }
 ORDER = ("accurate", "balanced", "fast")  # most accurate first
 CHOICES = ("torch", *ORDER, "auto")
@@ -94,7 +101,8 @@ def get_profile(name: str) -> Profile:
     profile = PROFILES[key]
     if key == "fast" and ov.bf16_supported():
         return replace(profile, encoder="bf16", encoder_engine="openvino",
-                       summary="bf16 encoder on OpenVINO; int8 decoder on the box region")
+                       summary="bf16 encoder on OpenVINO; int8 decoder on the box region, "
+                       "background tokens paused")
     return profile
 
 

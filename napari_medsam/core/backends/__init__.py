@@ -50,7 +50,8 @@ def onnx_backend_for(profile, info: ModelInfo, folder: str | Path | None = None,
     return OnnxBackend(encoder, decoder, info, encoder_variant=profile.encoder,
                        decoder_variant=profile.decoder, roi_margin=profile.roi_margin,
                        threads=threads, box_decoder_path=box_decoder, gate=gate,
-                       fallback_paths=fallbacks, encoder_engine=profile.encoder_engine)
+                       fallback_paths=fallbacks, encoder_engine=profile.encoder_engine,
+                       context=profile.context)
 
 
 def make_backend(

@@ -12,15 +12,22 @@ rounding, checked against torch in the tests):
   * image->token: X (Wq^T k^T) and softmax(.) (v Wo^T) instead of projecting X to q and back;
   * the 2x2 stride-2 transposed convolutions become per-token MatMuls (no overlap), LayerNorm2d
     a plain LayerNorm over channels, and only the final one-channel mask is pixel-shuffled;
-  * `roi_rows` / `roi_cols` pick the 64x64 embedding cells to upscale: all of them for the exact
-    path, the box region for the `fast` profile ("decode only the region of the box");
+  * the final token->image attention runs only for the tokens that are read afterwards (the IoU
+    token and the returned mask tokens): each query is independent there, so this is exact;
+  * `ctx_rows` / `ctx_cols` pick the 64x64 embedding cells whose image tokens go through the
+    transformer: all of them (exact) except in the `fast` profile, which pauses background tokens
+    far from the box (token pausing; approximate, judged by mask agreement in
+    benchmarks/bench_backends.py);
+  * `roi_rows` / `roi_cols` (inside the context) pick the cells to upscale: all of them for the
+    exact path, the box region for `balanced` / `fast` ("decode only the region of the box");
   * without a mask (has_mask_input = 0) the caller passes a 4 x 4 dummy mask_input: its
     downscaled embedding (B, C, 1, 1) is multiplied by 0 and broadcasts, so the mask
     convolutions cost nothing on a first click.
 
 Inputs: image_embeddings (1, 256, 64, 64); point_coords (B, K, 2) in encoder-input pixels;
 point_labels (B, K): -1 padding, 0 negative, 1 positive, 2 / 3 box corners; mask_input
-(B, 1, 256, 256) logits; has_mask_input (B,); roi_rows (R,), roi_cols (Q,) int64 cell indices.
+(B, 1, 256, 256) logits; has_mask_input (B,); roi_rows (R,), roi_cols (Q,), ctx_rows, ctx_cols:
+int64 cell indices, each a contiguous range, the roi inside the context.
 Outputs: low_res_logits (B, M, 4R, 4Q) and iou_predictions (B, M), M = 1 (or 3).
 """
 
@@ -34,7 +41,7 @@ from torch import nn
 
 INPUT_NAMES = [
     "image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input",
-    "roi_rows", "roi_cols",
+    "roi_rows", "roi_cols", "ctx_rows", "ctx_cols",
 ]
 OUTPUT_NAMES = ["low_res_logits", "iou_predictions"]
 DYNAMIC_AXES = {
@@ -44,6 +51,8 @@ DYNAMIC_AXES = {
     "has_mask_input": {0: "prompts"},
     "roi_rows": {0: "rows"},
     "roi_cols": {0: "cols"},
+    "ctx_rows": {0: "ctx_rows"},
+    "ctx_cols": {0: "ctx_cols"},
     "low_res_logits": {0: "prompts", 2: "height", 3: "width"},
     "iou_predictions": {0: "prompts"},
 }
@@ -87,8 +96,13 @@ def image_to_token(att, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tens
     return probs @ vo + att.out_proj.bias
 
 
-def two_way(transformer, keys: torch.Tensor, key_pe: torch.Tensor, point_embedding: torch.Tensor):
-    """SAM's TwoWayTransformer.forward on token-major image features (B, N, C)."""
+def two_way(transformer, keys: torch.Tensor, key_pe: torch.Tensor, point_embedding: torch.Tensor,
+            read: list[int] | None = None):
+    """SAM's TwoWayTransformer.forward on token-major image features (B, N, C).
+
+    `read`: indices of the output tokens wanted (all when None); only those go through the final
+    attention, whose queries do not interact (exact, and it saves most of that attention's work).
+    """
     queries = point_embedding
     for layer in transformer.layers:
         if layer.skip_first_layer_pe:
@@ -103,6 +117,8 @@ def two_way(transformer, keys: torch.Tensor, key_pe: torch.Tensor, point_embeddi
         queries = layer.norm3(queries + layer.mlp(queries))
         q = queries + point_embedding
         keys = layer.norm4(keys + image_to_token(layer.cross_attn_image_to_token, k, q, queries))
+    if read is not None:
+        queries, point_embedding = queries[:, read], point_embedding[:, read]
     q = queries + point_embedding
     attn = token_to_image(transformer.final_attn_token_to_image, q, keys + key_pe, keys)
     return transformer.norm_final_attn(queries + attn), keys
@@ -156,10 +172,20 @@ class DecoderOnnx(nn.Module):
         no_mask = self.pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return has * self.pe.mask_downscaling(mask_input) + (1 - has) * no_mask
 
-    def upscale(self, keys: torch.Tensor, hyper: torch.Tensor, rows, cols) -> torch.Tensor:
-        """Output upscaling + hypernetwork product on the chosen cells; (B, M, 4R, 4Q)."""
+    def context(self, tokens: torch.Tensor, rows, cols):
+        """The tokens of the context cells, token-major (whole rows of C floats per gathered
+        cell: gathering channel-first maps one float at a time and cost 5 ms a click)."""
+        b, _, c = tokens.shape
+        x = tokens.reshape(b, self.side, self.side, c).index_select(1, rows).index_select(2, cols)
+        return x.reshape(b, -1, c), (x.shape[1], x.shape[2])
+
+    def upscale(self, keys: torch.Tensor, hyper: torch.Tensor, grid, rows, cols) -> torch.Tensor:
+        """Output upscaling + hypernetwork product on the chosen cells; (B, M, 4R, 4Q).
+
+        `keys` holds the context grid's tokens (`grid` = its rows, cols); `rows` / `cols` index it.
+        """
         b, _, c = keys.shape
-        x = keys.reshape(b, self.side, self.side, c).index_select(1, rows).index_select(2, cols)
+        x = keys.reshape(b, grid[0], grid[1], c).index_select(1, rows).index_select(2, cols)
         r, q = x.shape[1], x.shape[2]
         w1, b1 = _convt_as_matmul(self.convs[0])
         w2, b2 = _convt_as_matmul(self.convs[1])
@@ -172,7 +198,7 @@ class DecoderOnnx(nn.Module):
 
     def forward(
         self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input,
-        roi_rows, roi_cols,
+        roi_rows, roi_cols, ctx_rows, ctx_cols,
     ):
         dec = self.dec
         sparse = self.embed_points(point_coords, point_labels)
@@ -181,10 +207,13 @@ class DecoderOnnx(nn.Module):
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         keys = src.reshape(b, c, -1).transpose(1, 2)
-        hs, keys = two_way(dec.transformer, keys, self.dense_pe, tokens)
+        keys, grid = self.context(keys, ctx_rows, ctx_cols)  # the tokens that are not paused
+        pe, _ = self.context(self.dense_pe, ctx_rows, ctx_cols)
+        read = [0, *(1 + i for i in self.mask_ids)]  # IoU token, then the returned masks' tokens
+        hs, keys = two_way(dec.transformer, keys, pe, tokens, read)
         mlps = dec.output_hypernetworks_mlps
-        hyper = torch.stack([mlps[i](hs[:, 1 + i]) for i in self.mask_ids], dim=1)
-        masks = self.upscale(keys, hyper, roi_rows, roi_cols)
+        hyper = torch.stack([mlps[i](hs[:, 1 + j]) for j, i in enumerate(self.mask_ids)], dim=1)
+        masks = self.upscale(keys, hyper, grid, roi_rows - ctx_rows[:1], roi_cols - ctx_cols[:1])
         iou = dec.iou_prediction_head(hs[:, 0])[:, self.mask_ids[0] : self.mask_ids[-1] + 1]
         return masks, iou
 
@@ -197,6 +226,8 @@ def example_inputs(image_size: int, side: int = 64):
         torch.tensor([[1.0, 2.0, 3.0]]),
         torch.randn(1, 1, 4 * side, 4 * side),
         torch.ones(1),
+        torch.arange(side),
+        torch.arange(side),
         torch.arange(side),
         torch.arange(side),
     )

@@ -3,7 +3,7 @@
 File names carry the model kind, the weights hash, any adapter id and an export version, so a new
 model, a new adapter or a changed exporter never reuses a stale file:
     litemedsam-79d8c9dca6db4d69-encoder-int8-v3.onnx
-    litemedsam-79d8c9dca6db4d69-lora.ab12cd34-decoder-fp32-v3.onnx
+    litemedsam-79d8c9dca6db4d69-lora.ab12cd34-decoder-fp32-v5.onnx
 Files are written to a temporary name and renamed, so an interrupted export leaves nothing behind.
 This module imports torch; it runs only when a file is missing (or from `napari-medsam export`).
 """
@@ -24,7 +24,8 @@ from ..errors import MedSAMError
 from .weights import ModelInfo
 
 log = logging.getLogger(__name__)
-EXPORT_VERSION = 3
+EXPORT_VERSION = 3  # encoder files
+DECODER_EXPORT_VERSION = 5  # v4: final attention on the tokens read; v5: token pausing inputs
 OPSET = 17
 ENCODER_VARIANTS = ("fp32", "int8", "int8-all", "int8-static")
 DECODER_VARIANTS = ("fp32", "int8")
@@ -52,7 +53,8 @@ def encoder_file(info: ModelInfo, variant: str, folder=None) -> Path:
 def decoder_file(info: ModelInfo, variant: str, multimask: bool = False, folder=None) -> Path:
     """Path of the exported decoder (keyed by weights hash and decoder adapter id)."""
     multi = "-multi" if multimask else ""
-    name = f"{_stem(info, info.decoder_tag)}-decoder-{variant}{multi}-v{EXPORT_VERSION}.onnx"
+    version = DECODER_EXPORT_VERSION
+    name = f"{_stem(info, info.decoder_tag)}-decoder-{variant}{multi}-v{version}.onnx"
     return onnx_dir(folder) / name
 
 

@@ -93,9 +93,10 @@ def pack_prompts(coords, labels, boxes, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def region_cells(
-    coords, boxes, margin: float, cell: float, side: int = 64
+    coords, boxes, margin: float, cell: float, side: int = 64, min_cells: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embedding rows/cols around the boxes (and clicks), grown by `margin` x the box size.
+    """Embedding rows/cols around the boxes (and clicks), grown by `margin` x the box size and
+    widened (centred) to at least `min_cells` per side.
 
     `cell` is the size of one embedding cell in encoder-input pixels (256 / 64 for LiteMedSAM).
     """
@@ -105,9 +106,22 @@ def region_cells(
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     grow = margin * (hi - lo).max() + 2 * cell
     (x0, y0), (x1, y1) = (lo - grow) / cell, (hi + grow) / cell
-    rows = np.arange(max(int(y0), 0), min(int(np.ceil(y1)) + 1, side))
-    cols = np.arange(max(int(x0), 0), min(int(np.ceil(x1)) + 1, side))
-    return rows.astype(np.int64), cols.astype(np.int64)
+    rows = _widen(max(int(y0), 0), min(int(np.ceil(y1)) + 1, side), min_cells, side)
+    cols = _widen(max(int(x0), 0), min(int(np.ceil(x1)) + 1, side), min_cells, side)
+    return rows, cols
+
+
+def _widen(lo: int, hi: int, size: int, side: int) -> np.ndarray:
+    """The range lo..hi-1 grown evenly on both sides to `size` cells, kept inside 0..side-1."""
+    if hi - lo < size:
+        lo = max(0, min(lo - (size - (hi - lo)) // 2, side - size))
+        hi = min(side, lo + size)
+    return np.arange(lo, hi, dtype=np.int64)
+
+
+def _cover(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The smallest contiguous range holding both ranges (the context must hold the region)."""
+    return np.arange(min(outer[0], inner[0]), max(outer[-1], inner[-1]) + 1, dtype=np.int64)
 
 
 class OnnxBackend(Backend):
@@ -119,7 +133,10 @@ class OnnxBackend(Backend):
         encoder_variant: "fp32", "int8" or "bf16" (decides the embedding cache id).
         decoder_variant: "fp32" or "int8" (for `describe`).
         roi_margin: None decodes the whole image (exact); a number decodes only the box region
-            grown by that fraction of the box size (the `fast` profile) when a box is given.
+            grown by that fraction of the box size (`balanced`, `fast`) when a box is given.
+        context: None runs every image token through the transformer (exact); (margin, cells)
+            pauses the tokens outside the box grown by margin x its size and widened to at least
+            `cells` per side (token pausing, the `fast` profile; needs `roi_margin`).
         threads: intra-op threads (default: `default_threads()`).
         box_decoder_path: decoder for box-only prompts when the active adapter is a click
             adapter that leaves boxes to the base model (None: the same decoder).
@@ -143,6 +160,7 @@ class OnnxBackend(Backend):
         gate=None,
         fallback_paths: tuple[str | Path, str | Path] | None = None,
         encoder_engine: str = "onnxruntime",
+        context: tuple[float, int] | None = None,
     ):
         self._info = info
         self.encoder_path, self.decoder_path = Path(encoder_path), Path(decoder_path)
@@ -150,6 +168,7 @@ class OnnxBackend(Backend):
         self.encoder_engine = encoder_engine
         self.decoder_variant = decoder_variant
         self.roi_margin = roi_margin
+        self.context = context if roi_margin is not None else None
         self.threads = threads
         self.box_decoder_path = Path(box_decoder_path) if box_decoder_path else None
         self.gate = gate if fallback_paths else None
@@ -209,10 +228,14 @@ class OnnxBackend(Backend):
             masks = np.ascontiguousarray(np.broadcast_to(mask_input, (n, *mask_input.shape[1:])))
             has_mask = np.ones(n, np.float32)
         full = np.arange(side, dtype=np.int64)
-        rows = cols = full
+        rows = cols = ctx_rows = ctx_cols = full
         if self.roi_margin is not None and boxes is not None and not multimask:
-            rows, cols = region_cells(
-                coords, boxes, self.roi_margin, self.image_size / side, side)
+            cell = self.image_size / side
+            rows, cols = region_cells(coords, boxes, self.roi_margin, cell, side)
+            if self.context is not None:
+                ctx_rows, ctx_cols = region_cells(coords, boxes, self.context[0], cell, side,
+                                                  min_cells=self.context[1])
+                ctx_rows, ctx_cols = _cover(ctx_rows, rows), _cover(ctx_cols, cols)
         feeds = {
             "image_embeddings": features,
             "point_coords": point_coords,
@@ -221,6 +244,8 @@ class OnnxBackend(Backend):
             "has_mask_input": has_mask,
             "roi_rows": rows,
             "roi_cols": cols,
+            "ctx_rows": ctx_rows,
+            "ctx_cols": ctx_cols,
         }
         base = coords is None and self.box_decoder_path is not None  # box-only: base decoder
         refused = self._gate_refuses(features)
@@ -265,6 +290,7 @@ class OnnxBackend(Backend):
 
     def describe(self) -> str:
         region = ", box-region decoding" if self.roi_margin is not None else ""
+        region += ", token pausing" if self.context is not None else ""
         engine = " on OpenVINO" if self.encoder_engine == "openvino" else ""
         return (f"onnxruntime on CPU ({self.encoder_variant} encoder{engine}, "
                 f"{self.decoder_variant} decoder{region}, {self.threads or default_threads()} "
