@@ -36,7 +36,9 @@ def test_segment_png(tmp_path, data_dir, manifest, capsys):
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     mask = read_image(out).data
     assert mask.shape == truth.shape and dice(mask > 0, truth) > 0.9
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed
+    assert float(printed.rsplit("score ", 1)[1].strip(" )\n")) > 0.5  # the model's IoU estimate
 
 
 def test_segment_volume_slice_keeps_geometry(tmp_path):

@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         mask = session.set_box(args.box)
     for x, y, label in args.point:
         mask = session.add_point(x, y, positive=bool(label))
+    score = session.state.score  # the model's IoU estimate; committing starts a new object
     session.commit(label=1, mask=mask) if mask.any() else None
     out = write_labels(args.output, session.labels, like=data)
     where = f" on slice {session.current_slice}" if data.is_volume else ""
-    print(f"wrote {out} ({int(mask.sum())} pixels{where}, score {session.state.score:.2f})")
+    print(f"wrote {out} ({int(mask.sum())} pixels{where}, score {score:.2f})")
     return 0
