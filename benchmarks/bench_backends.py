@@ -131,6 +131,25 @@ def agreement(reference: Predictor, others: dict[str, Predictor], targets: dict[
     return rows
 
 
+def agreement_table(rows, targets: dict[str, float], names=("profile", "GT torch", "GT prof")
+                    ) -> dict:
+    """Print the per-dataset agreement rows of `agreement` (means, worst box agreement, GT Dice
+    of reference and candidate, their drop, and whether `targets` are met); return them as lists
+    for the JSON report."""
+    print(f"{'dataset':18s} {names[0]:10s} {'n':>3s} {'box agree':>9s} {'min':>6s} "
+          f"{'click agree':>11s} {names[1]:>8s} {names[2]:>8s} {'drop':>6s}")
+    for ds, d in rows.items():
+        for p, v in d.items():
+            a = np.asarray(v)
+            drop = a[:, 2].mean() - a[:, 3].mean()
+            ok = "" if p not in targets else (" ok" if a[:, 0].mean() >= targets[p] else
+                                              f" MISS<{targets[p]}")
+            print(f"{ds:18s} {p:10s} {len(a):3d} {a[:, 0].mean():9.4f} {a[:, 0].min():6.3f} "
+                  f"{a[:, 1].mean():11.4f} {a[:, 2].mean():8.4f} {a[:, 3].mean():8.4f} "
+                  f"{drop:6.3f}{ok}")
+    return {ds: {p: np.asarray(v).tolist() for p, v in d.items()} for ds, d in rows.items()}
+
+
 RUNNER = """
 import sys, time
 from napari_medsam.cli import main
@@ -211,19 +230,7 @@ def main() -> None:
         others = {p: Predictor(backend=backends[p], cache=EmbeddingCache()) for p in profiles}
         print("\nagreement with torch fp32 (box, tight +5 px; then one corrective click)")
         rows = agreement(reference, others, pick_targets(args.per_dataset))
-        report["agreement"] = {ds: {p: np.asarray(v).tolist() for p, v in d.items()}
-                               for ds, d in rows.items()}
-        print(f"{'dataset':18s} {'profile':9s} {'n':>3s} {'box agree':>9s} {'min':>6s} "
-              f"{'click agree':>11s} {'GT torch':>8s} {'GT prof':>8s} {'drop':>6s}")
-        for ds, d in rows.items():
-            for p, v in d.items():
-                a = np.asarray(v)
-                drop = a[:, 2].mean() - a[:, 3].mean()
-                ok = "" if p not in TARGETS else (" ok" if a[:, 0].mean() >= TARGETS[p] else
-                                                  f" MISS<{TARGETS[p]}")
-                print(f"{ds:18s} {p:9s} {len(a):3d} {a[:, 0].mean():9.4f} {a[:, 0].min():6.3f} "
-                      f"{a[:, 1].mean():11.4f} {a[:, 2].mean():8.4f} {a[:, 3].mean():8.4f} "
-                      f"{drop:6.3f}{ok}")
+        report["agreement"] = agreement_table(rows, TARGETS)
 
     if not args.skip_rss and image is not None:
         print("\npeak RSS of `napari-medsam segment` (fresh process, models already exported)")

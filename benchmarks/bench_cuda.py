@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_backends import DATA, agreement, pick_targets, speed  # noqa: E402
+from bench_backends import (  # noqa: E402
+    DATA,
+    agreement,
+    agreement_table,
+    pick_targets,
+    speed,
+)
 
 from napari_medsam.core.backends import make_backend  # noqa: E402
 from napari_medsam.core.backends.torch_backend import TorchBackend  # noqa: E402
@@ -92,15 +98,7 @@ def main() -> int:
                   for name in ("cuda fp32", "cuda fp16")}
         print("\nagreement with CPU fp32 (box, tight +5 px; then one corrective click)")
         rows = agreement(reference, others, pick_targets(args.per_dataset))
-        report["agreement"] = {ds: {p: np.asarray(v).tolist() for p, v in d.items()}
-                               for ds, d in rows.items()}
-        print(f"{'dataset':18s} {'backend':10s} {'n':>3s} {'box agree':>9s} {'min':>6s} "
-              f"{'click agree':>11s} {'GT cpu':>7s} {'GT gpu':>7s}")
-        for ds, d in rows.items():
-            for p, v in d.items():
-                a = np.asarray(v)
-                print(f"{ds:18s} {p:10s} {len(a):3d} {a[:, 0].mean():9.4f} {a[:, 0].min():6.3f} "
-                      f"{a[:, 1].mean():11.4f} {a[:, 2].mean():7.4f} {a[:, 3].mean():7.4f}")
+        report["agreement"] = agreement_table(rows, {}, ("backend", "GT cpu", "GT gpu"))
     else:
         print(f"\nno dev data at {DATA}: agreement skipped")
     if args.json:
