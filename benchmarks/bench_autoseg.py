@@ -23,8 +23,7 @@ from bench_core import median_ms  # noqa: E402  (benchmarks/ is on sys.path as t
 from napari_medsam.core.autoseg import load_head, segment_embedding  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
 from napari_medsam.core.metrics import bbox  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
-from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E402
 from napari_medsam.sample import sample_ct_path  # noqa: E402
 
 
@@ -41,7 +40,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    predictor = Predictor(load_model("litemedsam"))
+    predictor = build_predictor(RuntimeSpec())
     img = image()
     predictor.set_image(img, "auto")
     h, w = img.shape[:2]

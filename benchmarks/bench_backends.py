@@ -32,13 +32,13 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("NAPARI_MEDSAM_DATA", REPO.parent / "shared" / "data"))
 TARGETS = {"balanced": 0.98, "fast": 0.95}
 
-from napari_medsam.core.backends import make_backend  # noqa: E402
 from napari_medsam.core.backends.onnx_backend import default_threads  # noqa: E402
 from napari_medsam.core.backends.preprocess import mask_from_logits  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.evaluation import iter_targets  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
 from napari_medsam.core.predictor import Predictor, to_unit_rgb  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, build_backend, load_torch  # noqa: E402
 
 
 def speed(backends: dict, image01: np.ndarray, repeats: int, clock=time.perf_counter
@@ -190,14 +190,14 @@ def main() -> None:
 
     import torch
 
-    from napari_medsam.core.model import load_model
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     profiles = [p for p in args.profiles.split(",") if p]
-    model = load_model(device="cpu")  # the default: clicks go through the click adapter
-    backends = {"torch fp32": make_backend("torch", model=model)}
-    backends.update({p: make_backend(p, model=model, threads=threads) for p in profiles})
+    model = load_torch(RuntimeSpec(device="cpu"))  # the default: clicks use the click adapter
+    backends = {"torch fp32": build_backend(RuntimeSpec(), model=model)}
+    backends.update({p: build_backend(RuntimeSpec(profile=p, threads=threads), model=model)
+                     for p in profiles})
     for name, b in backends.items():
         print(f"{name:12s} {b.describe()}")
     report: dict = {"threads": threads, "load_before": os.getloadavg()}

@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 from napari_medsam.sample import sample_ct_path  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model("litemedsam", device="cpu")
+    model = load_torch(RuntimeSpec(device="cpu"))
     imgs = images(args.repeats + 1)
     with tempfile.TemporaryDirectory() as tmp:
         p = Predictor(model, EmbeddingCache(disk_dir=tmp))

@@ -6,7 +6,7 @@ ViT-B encoders only (`core/backends/torch_backend.py`). This checks that choice 
    logits) for CPU fp32 (the reference), CUDA fp32 and CUDA fp16; medians, ratios to the CPU.
 2. Agreement per dev dataset (the targets and prompts of bench_backends.py): box and corrective
    click masks of CUDA fp16 / fp32 against CPU fp32, and Dice against ground truth.
-3. `make_backend("torch")` picks the GPU by itself (what the CLI, napari and Slicer get).
+3. `build_backend(RuntimeSpec())` picks the GPU by itself (what the CLI, napari and Slicer get).
 Exits with a message where torch sees no GPU. Data: ../shared/data or $NAPARI_MEDSAM_DATA.
 
     python benchmarks/bench_cuda.py --threads 2 --json cuda.json
@@ -31,13 +31,12 @@ from bench_backends import (  # noqa: E402
     speed,
 )
 
-from napari_medsam.core.backends import make_backend  # noqa: E402
 from napari_medsam.core.backends.torch_backend import TorchBackend  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.intensity import get_preset  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor, to_unit_rgb  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, build_backend  # noqa: E402
 
 
 def main() -> int:
@@ -60,11 +59,11 @@ def main() -> int:
     print(f"GPU {report['gpu']}, torch {report['torch']} (CUDA {report['cuda']}), "
           f"CPU reference on {args.threads} threads")
 
-    default = make_backend("torch")
+    default = build_backend(RuntimeSpec())
     report["default_backend"] = default.describe()
-    print(f"make_backend('torch') -> {default.describe()}, cache id {default.cache_id}")
+    print(f"build_backend(RuntimeSpec()) -> {default.describe()}, cache id {default.cache_id}")
     gpu_model = default.model
-    backends = {"cpu fp32": TorchBackend(load_model(device="cpu")),
+    backends = {"cpu fp32": build_backend(RuntimeSpec(device="cpu")),
                 "cuda fp32": TorchBackend(gpu_model, half=False),
                 "cuda fp16": TorchBackend(gpu_model, half=True)}
 

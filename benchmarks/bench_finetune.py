@@ -31,8 +31,8 @@ from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.evaluation import BOX_MARGIN, iter_targets, load_manifest  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 from napari_medsam.core.training import TrainConfig, finetune, split_by_group  # noqa: E402
 from napari_medsam.core.training.loop import bf16_is_fast  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model("litemedsam", device=args.device)
+    model = load_torch(RuntimeSpec(device=args.device))
     predictor = Predictor(model, EmbeddingCache(disk_dir=args.cache))
     others = ["ph2", "kvasir_seg", "ct2d_sammed2d"]
     targets = list(iter_targets(args.data, ["camus", *others]))

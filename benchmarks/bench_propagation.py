@@ -30,9 +30,9 @@ import torch
 from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.intensity import suggest_preset
 from napari_medsam.core.metrics import bbox, dice
-from napari_medsam.core.model import load_model
 from napari_medsam.core.predictor import Predictor
 from napari_medsam.core.propagation import PRESETS
+from napari_medsam.core.runtime import RuntimeSpec, build_predictor
 from napari_medsam.core.session import Session
 from napari_medsam.core.volume import read_volume
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_dir = Path(args.data)
-    predictor = Predictor(load_model("litemedsam"), EmbeddingCache(disk_dir=args.cache_dir))
+    predictor = build_predictor(RuntimeSpec(), EmbeddingCache(disk_dir=args.cache_dir))
     pairs = json.loads((data_dir / "manifest.json").read_text())["pairs"]
     rows = []
     print(f"{'object':<36}{'upper':>7}" + "".join(f"{v:>11}" for v in args.variants.split(","))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.io import read_image  # noqa: E402
 from napari_medsam.core.metrics import bbox  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 CASES = [("CAMUS echo 224x224 gray", "echo/camus/images/patient0027_2CH_ED.png"),
@@ -57,14 +57,14 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_medsam._widget import MedSAMWidget
-    from napari_medsam._widget_engine import Engine
-    from napari_medsam._widget_geometry import rect
+    from napari_medsam.annotator.engine import Engine
+    from napari_medsam.annotator.geometry import rect
+    from napari_medsam.annotator.widget import MedSAMWidget
 
-    model = load_model("litemedsam", device="cpu")
+    model = load_torch(RuntimeSpec(device="cpu"))
     viewer = napari.Viewer(show=False)
     widget = MedSAMWidget(viewer, engine=Engine(cache_dir=tempfile.mkdtemp()))
-    widget.options.device_combo.setCurrentText("cpu")
+    widget.model.device_combo.setCurrentText("cpu")
     widget.engine.use(model, widget.spec())
     print(f"torch threads {torch.get_num_threads()}; median of {args.repeats} prompts")
     print(f"{'image':<30} {'decode ms':>10} {'click ms':>9} {'ratio':>6} {'box ms':>7} "

@@ -23,8 +23,7 @@ sys.path.insert(0, str(REPO))
 from napari_medsam.core.click_eval import evaluate_clicks, summarize_clicks  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # noqa: E402
 from napari_medsam.core.evaluation import evaluate_boxes, iter_targets, summarize  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
-from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E402
 
 
 def run(predictor, args, tag: str) -> list[dict]:
@@ -84,7 +83,7 @@ def main() -> int:
     cache = EmbeddingCache(disk_dir=args.cache or default_cache_dir() / "embeddings")
     records = []
     for tag, flag in (("adapter", True), ("base", False)):
-        predictor = Predictor(load_model("litemedsam", use_click_adapter=flag), cache)
+        predictor = build_predictor(RuntimeSpec(click_adapter=flag), cache)
         records += run(predictor, args, tag)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,8 @@ from napari_medsam.core.domain_gate import REFERENCE_FILE, describe  # noqa: E40
 from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # noqa: E402
 from napari_medsam.core.evaluation import load_manifest  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from safetensors.numpy import load_file, save_file
 
-    model = load_model("litemedsam", use_click_adapter=False)
+    model = load_torch(RuntimeSpec(click_adapter=False))
     predictor = Predictor(model, EmbeddingCache(disk_dir=args.cache))
     pairs = load_manifest(Path(args.train))
     variances = []

@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # noqa: E402
 from napari_medsam.core.evaluation import load_manifest  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 from napari_medsam.core.training import TrainConfig, finetune, from_manifest  # noqa: E402
 from napari_medsam.core.training.data import TrainSet  # noqa: E402
 
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
-    model = load_model("litemedsam", device=args.device, use_click_adapter=False)
+    model = load_torch(RuntimeSpec(device=args.device, click_adapter=False))
     cache = EmbeddingCache(memory_bytes=1 << 30,
                            disk_dir=args.cache or default_cache_dir() / "embeddings")
     predictor = Predictor(model, cache)

@@ -25,7 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from napari_medsam.core.autoseg import TrainConfig, list_pairs, load_examples  # noqa: E402
+from napari_medsam.core.atomic import atomic_text  # noqa: E402
+from napari_medsam.core.autoseg import HeadTrainConfig, list_pairs, load_examples  # noqa: E402
 from napari_medsam.core.autoseg.evaluate import (  # noqa: E402
     BOX_MARGIN,
     evaluate_head,
@@ -37,8 +38,8 @@ from napari_medsam.core.autoseg.pipeline import fit_head  # noqa: E402
 from napari_medsam.core.autoseg.store import shipped_heads_dir  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
-from napari_medsam.core.model import load_model  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
+from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 from napari_medsam.core.storage import read_metadata, write_metadata  # noqa: E402
 
 TASKS = {  # dataset -> (structure values, names, shipped training images, held-out val patients)
@@ -87,9 +88,7 @@ def save_results(path: Path, key: str, entry: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(path.read_text()) if path.is_file() else {}
     merged[key] = entry
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-    tmp.replace(path)
+    atomic_text(path, json.dumps(merged, indent=1, sort_keys=True))
 
 
 def markdown_tables(results: dict) -> str:
@@ -136,7 +135,7 @@ def main() -> int:
         print(markdown_tables(json.loads(Path(args.out).read_text())))
         return 0
     torch.set_num_threads(args.threads)
-    model = load_model("litemedsam")
+    model = load_torch(RuntimeSpec())
     predictor = Predictor(model, EmbeddingCache(memory_bytes=1 << 28, disk_dir=args.cache_dir))
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
@@ -158,7 +157,7 @@ def main() -> int:
                 out = None if args.curve else shipped_heads_dir() / job
                 print(f"== {key}: training on {n} images", flush=True)
                 head, meta = fit_head(predictor, train_pairs, values, names,
-                                      TrainConfig(kind=kind, threads=args.threads),
+                                      HeadTrainConfig(kind=kind, threads=args.threads),
                                       out=out, dataset=dataset, max_images=n, val=val_pairs,
                                       progress=lambda m: print("  ", m, flush=True))
                 report = dev_report(predictor, head, dev)

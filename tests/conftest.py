@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from datahelpers import load_pair  # noqa: F401  (re-exported for older imports)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("NAPARI_MEDSAM_DATA", REPO.parent / "shared" / "data"))
@@ -30,9 +29,9 @@ def manifest(data_dir) -> list[dict]:
 @pytest.fixture(scope="session")
 def model():
     """The built-in LiteMedSAM on the CPU, loaded once."""
-    from napari_medsam.core.model import load_model
+    from napari_medsam.core.runtime import RuntimeSpec, load_torch
 
-    return load_model("litemedsam", device="cpu")
+    return load_torch(RuntimeSpec(device="cpu"))
 
 
 @pytest.fixture

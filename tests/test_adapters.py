@@ -17,8 +17,8 @@ from napari_medsam.core.domain_gate import GATE_FILE, DomainGate, describe
 from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.errors import CancelledError, CheckpointError
 from napari_medsam.core.metrics import bbox
-from napari_medsam.core.model import load_model
 from napari_medsam.core.predictor import Predictor
+from napari_medsam.core.runtime import RuntimeSpec, load_torch
 from napari_medsam.core.session import Session
 from napari_medsam.core.storage import METADATA_FILE
 from napari_medsam.core.training import (
@@ -38,7 +38,7 @@ TINY = dict(batch_size=2, max_clicks=2, val_clicks=2, val_every=1, lr=5e-3)
 @pytest.fixture(scope="module")
 def base():
     """A LiteMedSAM without the click adapter (this module adds its own adapters)."""
-    return load_model("litemedsam", use_click_adapter=False)
+    return load_torch(RuntimeSpec(click_adapter=False))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_save_load_round_trip_and_switch(base, camus, tmp_path):
     meta = json.loads((tmp_path / "ad" / METADATA_FILE).read_text())
     assert meta["base_model_sha256"] == base.weights_sha256 and meta["rank"] == 4
 
-    other = load_model("litemedsam", use_click_adapter=False)
+    other = load_torch(RuntimeSpec(click_adapter=False))
     p2 = Predictor(other)
     name = adapters_of(other).load(tmp_path / "ad")
     for a, b in zip(trained, outputs(p2, image, labels), strict=True):

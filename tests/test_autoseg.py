@@ -15,9 +15,9 @@ from datahelpers import load_pair
 from napari_medsam.core.autoseg import (
     AutoHead,
     Example,
+    HeadTrainConfig,
     PatchPromptHead,
     ShapeExpertHead,
-    TrainConfig,
     list_heads,
     load_head,
     save_head,
@@ -122,7 +122,7 @@ def _synthetic_examples(n: int, seed: int = 0) -> list[Example]:
 @pytest.mark.parametrize("kind", ["patch", "shape"])
 def test_tiny_training_run_lowers_the_loss(model, kind):
     examples = _synthetic_examples(4)
-    config = TrainConfig(kind=kind, map_steps=30, decoder_steps=4, decoder_batch=2, threads=1)
+    config = HeadTrainConfig(kind=kind, map_steps=30, decoder_steps=4, decoder_batch=2, threads=1)
     torch.manual_seed(0)
     from napari_medsam.core.autoseg.train import build
 
@@ -138,9 +138,9 @@ def test_training_cancel_and_empty(model):
     from napari_medsam.core.errors import CancelledError
 
     with pytest.raises(InputError):
-        train_head(model, [], TrainConfig())
+        train_head(model, [], HeadTrainConfig())
     with pytest.raises(CancelledError):
-        train_head(model, _synthetic_examples(1), TrainConfig(map_steps=5), cancel=lambda: True)
+        train_head(model, _synthetic_examples(1), HeadTrainConfig(map_steps=5), cancel=lambda: True)
 
 
 def test_save_load_round_trip_and_wrong_base_model(model, tmp_path):

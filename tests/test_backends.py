@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from datahelpers import load_pair
 
-from napari_medsam.core.backends import encoder_openvino, make_backend, onnx_backend_for
+from napari_medsam.core.backends import encoder_openvino, onnx_backend_for
 from napari_medsam.core.backends import preprocess as pp
 from napari_medsam.core.backends.base import OUTSIDE_LOGIT
 from napari_medsam.core.backends.export import decoder_file, encoder_file, ensure_decoder
@@ -29,6 +29,8 @@ from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.metrics import bbox, dice
 from napari_medsam.core.predictor import Predictor
 from napari_medsam.core.profiles import PROFILES, Budget, Cost, choose_auto, get_profile
+from napari_medsam.core.routing import ADAPTER, BASE, Route
+from napari_medsam.core.runtime import RuntimeSpec, build_backend, load_torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,9 +40,8 @@ def base_model(model):
     """The shared model without adapters (the click adapter, once shipped, changes clicks)."""
     if getattr(getattr(model, "adapters", None), "active", None) is None:
         return model
-    from napari_medsam.core.model import load_model
 
-    return load_model("litemedsam", device="cpu", use_click_adapter=False)
+    return load_torch(RuntimeSpec(device="cpu", click_adapter=False))
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +79,21 @@ def _torch_resize(x, size, antialias):
     return F.interpolate(t, size, mode="bilinear", align_corners=False, antialias=antialias)[0]
 
 
-def test_numpy_preprocessing_matches_torch(base_model):
-    model = base_model
+def _torch_prepare(image, side):
+    """What LiteMedSAM's training code does: antialiased resize of the longest side, min-max to
+    [0, 1], zero padding (the numpy preprocessing every backend uses must match it)."""
+    h, w = image.shape[:2]
+    new = (max(1, int(h * side / max(h, w) + 0.5)), max(1, int(w * side / max(h, w) + 0.5)))
+    x = _torch_resize(np.ascontiguousarray(image.transpose(2, 0, 1)), new, True)
+    x = (x - x.min()) / torch.clamp(x.max() - x.min(), min=1e-8)
+    return F.pad(x, (0, side - new[1], 0, side - new[0]))[None], new
+
+
+def test_numpy_preprocessing_matches_torch():
     rng = np.random.default_rng(0)
     for shape in [(224, 224), (572, 765), (100, 60), (300, 1000)]:
         image = rng.random((*shape, 3)).astype(np.float32)
-        ref, ref_size = model.prepare_input(image)
+        ref, ref_size = _torch_prepare(image, 256)
         got, size = pp.prepare_input(image, 256)
         assert size == ref_size
         assert np.abs(got - ref.numpy()).max() < 1e-4
@@ -137,7 +147,7 @@ def test_box_region_decoding_is_exact_inside_the_region(backends):
     feats = backends["accurate"].load_features(rng.standard_normal((256, 64, 64)) * 0.5)
     box = np.array([[60.0, 40.0, 140.0, 120.0]])
     full, _ = backends["accurate"].decode(feats, None, None, box, None)
-    fast = OnnxBackend(backends["accurate"].encoder_path, backends["accurate"].decoder_path,
+    fast = OnnxBackend(backends["accurate"].encoder_path, {BASE: backends["accurate"].decoder_path},
                        backends["accurate"].info, roi_margin=0.25)
     part, _ = fast.decode(feats, None, None, box, None)
     inside = part != OUTSIDE_LOGIT
@@ -155,7 +165,7 @@ def test_token_pausing_changes_only_what_it_must(backends):
     feats = backends["accurate"].load_features(rng.standard_normal((256, 64, 64)) * 0.5)
     box = np.array([[100.0, 90.0, 140.0, 130.0]])
     make = lambda context: OnnxBackend(  # noqa: E731
-        backends["accurate"].encoder_path, backends["accurate"].decoder_path,
+        backends["accurate"].encoder_path, {BASE: backends["accurate"].decoder_path},
         backends["accurate"].info, roi_margin=0.25, context=context)
     exact, _ = make(None).decode(feats, None, None, box, None)
     whole, _ = make((10.0, 64)).decode(feats, None, None, box, None)
@@ -238,11 +248,10 @@ import json, sys
 import numpy as np
 def peak_mib():  # VmHWM: this process image's peak (ru_maxrss keeps the parent's across exec)
     return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
-from napari_medsam.core.backends import make_backend
 from napari_medsam.core.io import read_image
-from napari_medsam.core.predictor import Predictor
+from napari_medsam.core.runtime import RuntimeSpec, build_predictor
 image = read_image(sys.argv[1]).data
-predictor = Predictor(backend=make_backend(sys.argv[2], use_click_adapter=False))
+predictor = build_predictor(RuntimeSpec(profile=sys.argv[2], click_adapter=False))
 predictor.set_image(image)
 mask = predictor.predict(box=np.array([60.0, 50.0, 170.0, 180.0])).masks[0]
 print(json.dumps({"torch": "torch" in sys.modules, "pixels": int(mask.sum()),
@@ -289,7 +298,7 @@ def test_adapted_decoder_exports_merged_and_keyed(base_model, tmp_path):
     assert adapter_identity(tmp_path / "adapter")[0] == info.decoder_tag
     path = ensure_decoder(info, "fp32", folder=tmp_path / "onnx", model=adapted)
     assert info.decoder_tag in path.name
-    backend = OnnxBackend(path, path, info)
+    backend = OnnxBackend(path, {ADAPTER: path}, info, route=Route(adapter=True))
     ref = TorchBackend(adapted)
     rng = np.random.default_rng(3)
     feats = rng.standard_normal((256, 64, 64)).astype(np.float32) * 0.5
@@ -354,8 +363,8 @@ def test_static_int8_encoder_from_shipped_ranges(base_info, exported, tmp_path):
     folder.mkdir()
     shutil.copy(encoder_file(base_info, "fp32", exported), folder)
     path = ensure_encoder(base_info, "int8-static", folder)
-    fp32 = OnnxBackend(encoder_file(base_info, "fp32", exported), path, base_info)
-    static = OnnxBackend(path, path, base_info, encoder_variant="int8-static")
+    fp32 = OnnxBackend(encoder_file(base_info, "fp32", exported), {BASE: path}, base_info)
+    static = OnnxBackend(path, {BASE: path}, base_info, encoder_variant="int8-static")
     yy, xx = np.mgrid[0:200, 0:240] / 200.0
     image = np.repeat((0.5 + 0.4 * np.sin(6 * xx) * np.cos(4 * yy))[..., None], 3, 2)
     a, _ = fp32.encode(image.astype(np.float32))
@@ -402,9 +411,8 @@ def test_profile_costs_are_measured_once_and_auto_uses_them(base_info, exported)
     assert set(costs) == set(PROFILES)
     assert all(c.encode_ms > 0 and c.click_ms > 0 for c in costs.values())
     assert profile_costs(base_info, threads=2, folder=exported) == costs  # read back, not re-run
-    backend = make_backend("auto", model_name="litemedsam", use_click_adapter=False,
-                           folder=exported, threads=2,
-                           budget=Budget(click_ms=1e6, encode_ms=1e6))
+    backend = build_backend(RuntimeSpec(profile="auto", click_adapter=False, threads=2),
+                            folder=exported, budget=Budget(click_ms=1e6, encode_ms=1e6))
     assert backend.encoder_variant == "fp32" and backend.roi_margin is None  # = accurate
 
 
@@ -417,13 +425,13 @@ def test_export_verb_lists_the_models(exported, capsys):
     assert "encoder-int8" in out and "decoder-int8" in out
 
 
-def test_make_backend_torch_and_unknown_profile(base_model):
+def test_runtime_torch_and_unknown_profile(base_model):
     model = base_model
-    assert isinstance(make_backend("torch", model=model), TorchBackend)
+    assert isinstance(build_backend(RuntimeSpec(), model=model), TorchBackend)
     from napari_medsam.core.errors import InputError
 
     with pytest.raises(InputError, match="Unknown profile"):
-        make_backend("turbo", model=model)
+        RuntimeSpec(profile="turbo")
 
 
 def test_fp16_encoder_only_for_large_encoders_on_a_gpu(base_model):

@@ -13,6 +13,7 @@ import pytest
 from napari_medsam.cli import COMMANDS, build_parser, main
 from napari_medsam.core.io import read_image
 from napari_medsam.core.metrics import bbox, dice
+from napari_medsam.core.volume import read_volume
 from napari_medsam.sample import sample_ct_path, sample_labels_path
 
 
@@ -42,8 +43,8 @@ def test_segment_png(tmp_path, data_dir, manifest, capsys):
 
 
 def test_segment_volume_slice_keeps_geometry(tmp_path):
-    ref = np.asarray(read_image(sample_labels_path()).data)
-    liver = ref[18] == 5
+    vol = read_volume(sample_ct_path())  # axial slices, the default frame of every verb
+    liver = vol.labels_from_file(sample_labels_path())[18] == 5
     out = tmp_path / "liver.nii.gz"
     args = ["segment", str(sample_ct_path()), "--slice", "18", "--preset", "ct-soft-tissue",
             "--box", *map(str, bbox(liver, 5)), "-o", str(out), "--no-disk-cache"]
@@ -51,8 +52,29 @@ def test_segment_volume_slice_keeps_geometry(tmp_path):
     saved, source = nib.load(out), nib.load(sample_ct_path())
     assert saved.shape == source.shape
     np.testing.assert_array_equal(saved.affine, source.affine)
-    seg = read_image(out).data
+    seg = vol.labels_from_file(out)
     assert seg[:18].sum() == 0 and dice(seg[18] > 0, liver) > 0.85
+
+
+def test_one_volume_frame_for_segment_propagate_and_embed(tmp_path):
+    """On a RAS NIfTI, `segment --box` and `propagate --box` address the same slice pixels and
+    share cache keys (issue 17: they used to slice differently flipped frames)."""
+    vol = read_volume(sample_ct_path())
+    box = [str(v) for v in bbox(vol.labels_from_file(sample_labels_path())[18] == 5, 5)]
+    cache = tmp_path / "cache"
+    common = ["--slice", "18", "--box", *box, "--preset", "ct-soft-tissue",
+              "--cache-dir", str(cache)]
+    assert main(["segment", str(sample_ct_path()), *common, "-o", str(tmp_path / "s.nii.gz")]) == 0
+    files = sorted(cache.rglob("*.npz"))
+    assert len(files) == 1
+    assert main(["propagate", str(sample_ct_path()), *common, "--max-slices", "0",
+                 "-o", str(tmp_path / "p.nii.gz")]) == 0
+    assert sorted(cache.rglob("*.npz")) == files  # the same key: propagate encoded nothing new
+    seg, prop = (vol.labels_from_file(tmp_path / f"{k}.nii.gz") for k in "sp")
+    assert seg[18].any() and np.array_equal(seg > 0, prop > 0)
+    assert main(["embed", str(sample_ct_path()), "--preset", "ct-soft-tissue",
+                 "--cache-dir", str(cache)]) == 0
+    assert files[0].is_file() and len(list(cache.rglob("*.npz"))) == vol.n_slices
 
 
 def test_eval_json_records(tmp_path, data_dir, capsys):

@@ -14,8 +14,7 @@ from napari_medsam.core.clicks import clicks_to_reach, next_click
 from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.evaluation import iter_targets
 from napari_medsam.core.metrics import bbox, dice
-from napari_medsam.core.model import load_model
-from napari_medsam.core.predictor import Predictor
+from napari_medsam.core.runtime import RuntimeSpec, build_predictor
 from napari_medsam.core.session import Session
 from napari_medsam.core.storage import read_metadata
 
@@ -61,12 +60,12 @@ def cache():
 @pytest.fixture(scope="module")
 def clicker(cache):
     """The default model: LiteMedSAM with the shipped click adapter."""
-    return Predictor(load_model("litemedsam"), cache)
+    return build_predictor(RuntimeSpec(), cache)
 
 
 @pytest.fixture(scope="module")
 def base_predictor(cache):
-    return Predictor(load_model("litemedsam", use_click_adapter=False), cache)
+    return build_predictor(RuntimeSpec(click_adapter=False), cache)
 
 
 def test_shipped_adapter_metadata():

@@ -31,7 +31,7 @@ def test_cache_hit_skips_encoder(model, image, tmp_path, monkeypatch):
         raise AssertionError("the encoder ran on a cache hit")
 
     # a new predictor (e.g. the layer reopened later) reads the disk store; the encoder never runs
-    monkeypatch.setattr(model, "encode", boom)
+    monkeypatch.setattr(model, "image_encoder", boom)
     second = Predictor(model, EmbeddingCache(disk_dir=tmp_path))
     second.set_image(image)
     again = second.predict(box=[40, 30, 90, 70])

@@ -72,7 +72,10 @@ def test_vit_b_checkpoint_by_path(tmp_path):
     assert vit.prompt_encoder.mask_input_size == (256, 256)
     import numpy as np
 
-    x, resized = vit.prepare_input(np.zeros((300, 500, 3), np.float32))
+    from napari_medsam.core.backends.preprocess import prepare_input
+
+    x, resized = prepare_input(np.zeros((300, 500, 3), np.float32), vit.image_size,
+                               vit.normalization)
     assert tuple(x.shape) == (1, 3, 1024, 1024) and resized == (614, 1024)
 
 

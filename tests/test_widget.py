@@ -16,10 +16,12 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_medsam._sample_data import sample_ct  # noqa: E402
-from napari_medsam._widget import MedSAMWidget, launch  # noqa: E402
-from napari_medsam._widget_engine import Engine  # noqa: E402
-from napari_medsam._widget_geometry import rect  # noqa: E402
+from napari_medsam.annotator.engine import Engine  # noqa: E402
+from napari_medsam.annotator.geometry import rect  # noqa: E402
+from napari_medsam.annotator.launch import launch  # noqa: E402
+from napari_medsam.annotator.reader import META_KEY  # noqa: E402
+from napari_medsam.annotator.sample_data import sample_ct  # noqa: E402
+from napari_medsam.annotator.widget import MedSAMWidget  # noqa: E402
 from napari_medsam.core.io import read_image  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
 from napari_medsam.core.session import Session  # noqa: E402
@@ -33,7 +35,7 @@ WAIT_MS = 120_000
 
 def make_widget(viewer, model, cache_dir) -> MedSAMWidget:
     widget = MedSAMWidget(viewer, engine=Engine(cache_dir=cache_dir))
-    widget.options.device_combo.setCurrentText("cpu")
+    widget.model.device_combo.setCurrentText("cpu")
     widget.engine.use(model, widget.spec())
     viewer.window.add_dock_widget(widget, name="MedSAM")
     return widget
@@ -143,7 +145,7 @@ def test_rgb_negative_click_and_disk_cache(widget, viewer, model, data_dir, qtbo
     assert not np.array_equal(negative, core_mask(True))
     press(viewer, "Control-Z")  # undo the click: the box mask is back
     assert np.array_equal(ann.preview.data.astype(bool), mask)
-    widget.negative_check.setChecked(True)  # now a plain left click excludes
+    widget.prompts.negative_check.setChecked(True)  # now a plain left click excludes
     ann.points.add([ys.mean(), xs.mean()])
     assert ann.points.features["positive"].tolist() == [False]
     press(viewer, "Escape")
@@ -164,7 +166,8 @@ def test_volume_slice_by_slice_one_object(widget, viewer, qtbot, tmp_path):
     viewer.add_image(data, **kwargs)
     ann = widget.current
     assert ann.is_volume and widget.preset() == "ct-soft-tissue"
-    ref = np.asarray(read_image(sample_labels_path()).data)
+    volume = kwargs["metadata"][META_KEY]  # the reader's axial frame: labels read the same way
+    ref = volume.labels_from_file(sample_labels_path())
     liver = ref == {v: k for k, v in sample_label_names().items()}["liver"]
     z = int(np.argmax(liver.sum(axis=(1, 2))))
     for step in (z, z + 1):
@@ -174,7 +177,7 @@ def test_volume_slice_by_slice_one_object(widget, viewer, qtbot, tmp_path):
         settle(qtbot, widget)
         # measured 0.93 / 0.94 against TotalSegmentator's liver (model output, silver standard)
         assert dice(ann.preview.data[step] > 0, liver[step]) > 0.85
-    assert sorted(ann.drafts) == [z, z + 1]
+    assert sorted(ann.session.drafts) == [z, z + 1]
     viewer.dims.set_current_step(0, z)  # back: the box of slice z is still there
     assert ann.has_prompts(z)
     label = widget.accept()
@@ -186,8 +189,8 @@ def test_volume_slice_by_slice_one_object(widget, viewer, qtbot, tmp_path):
 
     out = widget.save_labels(tmp_path / "ct_labels.nii.gz")
     saved = nib.load(str(out))
-    assert np.allclose(saved.affine, kwargs["metadata"]["affine"])
-    assert np.array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), labels)
+    assert np.allclose(saved.affine, volume.source.affine)  # the file's voxel order and affine
+    assert np.array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), volume.to_source(labels))
 
 
 def test_cancel_embedding_keeps_what_is_done(widget, viewer, qtbot):
@@ -213,7 +216,7 @@ def test_errors_are_plain_messages_and_keep_prompts(widget, viewer, data_dir, qt
     viewer.add_image(image, name="echo")
     widget.accept()  # nothing drawn
     assert "Nothing to accept" in widget.messages[-1][1]
-    widget.options.add_checkpoint("/nonexistent/medsam.pth")
+    widget.model.add_checkpoint("/nonexistent/medsam.pth")
     widget._on_settings_changed()
     ann = widget.current
     add_box(ann, truth == 1)
@@ -221,7 +224,7 @@ def test_errors_are_plain_messages_and_keep_prompts(widget, viewer, data_dir, qt
     level, text = widget.messages[-1]
     assert level == "error" and "not found" in text
     assert len(ann.boxes.data) == 1  # the box the user drew is still there
-    if widget.auto.available and widget.auto.head_combo.currentData() == "__pick__":
+    if widget.auto.head_combo.currentData() == "__pick__":
         widget.auto.run()  # no head installed or chosen: said in plain words
         assert "No automatic head" in widget.messages[-1][1]
     viewer.add_image(np.zeros((2, 3, 8, 8)), name="4d")
@@ -247,7 +250,7 @@ def test_screenshot_with_mask(make_napari_viewer, model, emb_dir, tmp_path, qtbo
     data, kwargs, _ = sample_ct()[0]
     viewer.add_image(data, **kwargs)
     ann = widget.current
-    ref = np.asarray(read_image(sample_labels_path()).data)
+    ref = kwargs["metadata"][META_KEY].labels_from_file(sample_labels_path())
     names = {v: k for k, v in sample_label_names().items()}
     organs = ("liver", "spleen", "kidney_right")
     z = int(np.argmax(np.min([(ref == names[o]).sum(axis=(1, 2)) for o in organs], axis=0)))
@@ -274,7 +277,10 @@ def test_reader_and_writer_keep_geometry(viewer, tmp_path):
 
     (layer,) = viewer.open(str(sample_ct_path()), plugin="napari-medsam")
     assert layer.metadata["modality"] == "ct" and layer.data.shape == (30, 101, 122)
-    assert tuple(layer.scale) == (3.0, -3.0, -3.0)  # RAS file shown the radiological way
+    volume = layer.metadata[META_KEY]  # axial slices shown the radiological way, as the CLI
+    assert tuple(layer.scale) == (3.0, 3.0, 3.0) and volume.plane == "axial"
+    assert np.array_equal(layer.data, volume.reorientation.to_display(
+        np.asarray(read_image(sample_ct_path()).data)))
     labels = viewer.add_labels(np.zeros(layer.data.shape, np.uint8), name="lab",
                                metadata=dict(layer.metadata))
     labels.data[12, 40:50, 60:80] = 3
@@ -283,14 +289,13 @@ def test_reader_and_writer_keep_geometry(viewer, tmp_path):
                                 plugin="napari-medsam")
     saved, source = nib.load(out), nib.load(str(sample_ct_path()))
     assert np.allclose(saved.affine, source.affine) and saved.shape == source.shape
-    assert np.array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), labels.data)
+    assert np.array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0),
+                          volume.to_source(labels.data))
 
 
 def test_propagate_and_interpolate_in_a_volume(widget, viewer, qtbot):
-    if not widget.volume.available:
-        pytest.skip("core propagation is not available")
     data, kwargs, _ = sample_ct()[0]
-    ref = np.asarray(read_image(sample_labels_path()).data)
+    ref = kwargs["metadata"][META_KEY].labels_from_file(sample_labels_path())
     names = {v: k for k, v in sample_label_names().items()}
     lo, hi = 13, 18  # a 5-slice part of the sample keeps the test short
     viewer.add_image(data[lo:hi], name="ct part", scale=kwargs["scale"],
@@ -312,9 +317,9 @@ def test_propagate_and_interpolate_in_a_volume(widget, viewer, qtbot):
         viewer.dims.set_current_step(0, z)
         add_box(ann, spleen[z], z)
         settle(qtbot, widget)
-        widget.label_spin.setValue(2)
+        widget.prompts.label_spin.setValue(2)
         assert widget.accept() == 2
-    widget.label_spin.setValue(2)
+    widget.prompts.label_spin.setValue(2)
     widget.volume.interpolate()
     settle(qtbot, widget)
     labels = np.asarray(ann.labels.data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_options, make_predictor
+from .common import add_model_options, add_plane_option, make_predictor
 
 
 def register(sub) -> None:
@@ -22,6 +22,7 @@ def register(sub) -> None:
                    help="volumes: only this slice (default: every slice)")
     p.add_argument("-o", "--output", required=True,
                    help="output label map: .png/.tif for 2D, .nii.gz keeps the volume's geometry")
+    add_plane_option(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -42,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.autoseg import load_head
     from ..core.errors import InputError
-    from ..core.io import read_image, write_labels
     from ..core.session import Session
+    from ..core.volume import open_image
 
-    data = read_image(args.image)
+    data = open_image(args.image, args.plane)
     session = Session(make_predictor(args), preset=args.preset)
     session.set_image(data.data, is_volume=data.is_volume)
     head = load_head(args.head, session.predictor.model)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         list(range(session.n_slices))
     for z in tqdm(slices, unit="slice", desc="auto", disable=len(slices) < 2):
         session.auto(head, mode=args.mode, z=z, commit=True)
-    out = write_labels(args.output, session.labels, like=data)
+    out = data.write_labels(args.output, session.labels)
     counts = {name: int((session.labels == v).sum())
               for v, name in zip(head.structures, head.names, strict=True)}
     found = ", ".join(f"{name} {n} px" for name, n in counts.items())

@@ -37,33 +37,36 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "docs/performance.md")
 
 
-def make_predictor(args):
-    """Predictor from the parsed model options (an ONNX profile never imports torch once the
-    models are exported)."""
-    from ..core.embeddings import EmbeddingCache, default_cache_dir
-    from ..core.predictor import Predictor
+def add_plane_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal", "array"],
+                   help="how a volume is sliced: the plane, found from the file's orientation and "
+                        "shown the radiological way (axial: anterior at the top, the patient's "
+                        "right on the left, slice index growing towards the head; the same slices "
+                        "and pixels as napari and `propagate`); 'array' keeps the file's own voxel "
+                        "order. Slice numbers and x/y are pixels of these slices (default axial)")
 
-    clicks = False if getattr(args, "no_click_adapter", False) else None
-    if getattr(args, "no_adapter_gate", False):
-        import os
 
-        from ..core.domain_gate import GATE_ENV
+def spec_from_args(args, profile: str | None = None):
+    """The `RuntimeSpec` the model options describe (`profile` overrides --profile, e.g. for
+    verbs that train and need the torch model)."""
+    from ..core.runtime import RuntimeSpec
 
-        os.environ[GATE_ENV] = "0"  # read when the adapter and the backend are made
-    disk = None if args.no_disk_cache else (args.cache_dir or default_cache_dir() / "embeddings")
-    profile = getattr(args, "profile", "torch") or "torch"
-    if profile != "torch":
-        from ..core.backends import make_backend
+    adapter = getattr(args, "adapter", None)
+    if adapter is None and getattr(args, "no_click_adapter", False):
+        adapter = "none"
+    return RuntimeSpec(
+        model=args.model, model_type=args.model_type, adapter=adapter,
+        click_adapter=False if getattr(args, "no_click_adapter", False) else None,
+        gate=False if getattr(args, "no_adapter_gate", False) else None,
+        profile=profile or getattr(args, "profile", None) or "torch",
+        device=args.device, threads=getattr(args, "threads", None),
+    )
 
-        backend = make_backend(profile, model_name=args.model, model_type=args.model_type,
-                               adapter=getattr(args, "adapter", None), use_click_adapter=clicks)
-        return Predictor(backend=backend, cache=EmbeddingCache(disk_dir=disk))
-    from ..core.model import default_device, load_model
 
-    model = load_model(args.model, device=args.device or default_device(),
-                       model_type=args.model_type, use_click_adapter=clicks)
-    if getattr(args, "adapter", None):
-        from ..core.adapters import adapters_of, find_adapter
+def make_predictor(args, profile: str | None = None):
+    """Predictor from the parsed model options, through `core.runtime` (an ONNX profile never
+    imports torch once the models are exported)."""
+    from ..core.runtime import build_predictor, default_cache
 
-        adapters_of(model).load(find_adapter(args.adapter))
-    return Predictor(model, EmbeddingCache(disk_dir=disk))
+    cache = default_cache(args.cache_dir, disk=not args.no_disk_cache)
+    return build_predictor(spec_from_args(args, profile), cache)

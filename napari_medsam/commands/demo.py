@@ -37,7 +37,7 @@ def has_display() -> bool:
 def run(args: argparse.Namespace) -> int:
     if not args.headless and has_display():
         try:
-            from .._widget import launch
+            from ..annotator.launch import launch
         except ImportError:
             print(
                 "napari is not installed (pip install 'napari-medsam[napari]'); running headless."
@@ -49,27 +49,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_headless(output: str, device: str | None = None) -> int:
-    from ..core.embeddings import EmbeddingCache, default_cache_dir
-    from ..core.io import read_image
     from ..core.metrics import bbox, dice
-    from ..core.model import default_device, load_model
-    from ..core.predictor import Predictor
+    from ..core.runtime import RuntimeSpec, build_predictor, default_cache
     from ..core.session import Session
+    from ..core.volume import read_volume
     from ..sample import sample_ct_path, sample_label_names, sample_labels_path
 
-    ct = read_image(sample_ct_path())
-    ref = np.asarray(read_image(sample_labels_path()).data)
+    ct = read_volume(sample_ct_path())  # axial slices, shown the radiological way (as napari)
+    ref = ct.labels_from_file(sample_labels_path())
     names = {v: k for k, v in sample_label_names().items()}
-    model = load_model("litemedsam", device=device or default_device())
-    cache = EmbeddingCache(disk_dir=default_cache_dir() / "embeddings")
-    session = Session(Predictor(model, cache), preset="ct-soft-tissue")
+    predictor = build_predictor(RuntimeSpec(device=device), default_cache())
+    session = Session(predictor, preset="ct-soft-tissue")
     session.set_image(ct.data, is_volume=True)
     present = set(np.unique(ref).tolist())
     organs = [(o, names[o]) for o in ORGANS if names.get(o) in present]
     areas = [(ref == i).sum(axis=(1, 2)) for _, i in organs]
     z = int(np.argmax(np.sum([a > 0 for a in areas], axis=0) * 1e6 + np.sum(areas, axis=0)))
     session.set_slice(z)
-    print(f"LiteMedSAM on the sample CT {ct.data.shape} (slices, rows, cols), slice {z}:")
+    print(f"LiteMedSAM on the sample CT ({ct.describe()}), slice {z}:")
     results = []
     for organ, oid in organs:
         truth = ref[z] == oid
@@ -94,7 +91,7 @@ def write_overlay(path: str, image01: np.ndarray, labels: np.ndarray) -> str:
     """Gray image with coloured, half-transparent labels, upscaled 4x, as a PNG."""
     from PIL import Image
 
-    from ..core.io import _atomic_target  # atomic write, same as label files
+    from ..core.atomic import atomic_write_path
 
     rgb = np.repeat((image01 * 255).astype(np.uint8)[..., None], 3, axis=2).astype(float)
     rng = np.random.default_rng(7)
@@ -104,10 +101,5 @@ def write_overlay(path: str, image01: np.ndarray, labels: np.ndarray) -> str:
     img = Image.fromarray(rgb.astype(np.uint8)).resize(
         (labels.shape[1] * 4, labels.shape[0] * 4), Image.NEAREST
     )
-    from pathlib import Path
-
-    target = Path(path)
-    tmp = _atomic_target(target)
-    img.save(tmp, format="PNG")
-    os.replace(tmp, target)
-    return str(target)
+    atomic_write_path(path, lambda tmp: img.save(tmp, format="PNG"))
+    return str(path)

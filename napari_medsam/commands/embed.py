@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_options, make_predictor
+from .common import add_model_options, add_plane_option, make_predictor
 
 
 def register(sub) -> None:
@@ -12,6 +12,7 @@ def register(sub) -> None:
                        description="Compute the image embeddings once and store them in the "
                        "on-disk cache, so later clicks only run the small decoder.")
     p.add_argument("image", help="2D image, NIfTI volume or DICOM folder")
+    add_plane_option(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -19,10 +20,10 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.io import read_image
     from ..core.session import Session
+    from ..core.volume import open_image
 
-    data = read_image(args.image)
+    data = open_image(args.image, args.plane)
     session = Session(make_predictor(args), preset=args.preset)
     session.set_image(data.data, is_volume=data.is_volume)
     bar = tqdm(total=session.n_slices, unit="slice", desc="embedding")

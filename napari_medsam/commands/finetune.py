@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = make_predictor(args)
+    predictor = make_predictor(args, profile="torch")
     if is_store(args.data):
         data = to_train_set(CorrectionStore(args.data), predictor)
     else:

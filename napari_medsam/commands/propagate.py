@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_options, make_predictor
+from .common import add_model_options, add_plane_option, make_predictor
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "propagate", help="segment one object through a volume or a 2D+t sequence",
         description="Segment one object on one slice (box and/or clicks), then slice after "
-        "slice up and down until it ends. Slices are shown in the canonical orientation of "
-        "--plane (axial: anterior at the top, the patient's right on the left, slice index "
-        "growing towards the head); --slice/--box/--point are pixels of those slices "
-        "(x = column, y = row). With --plane array, coordinates are the file's own voxel "
-        "order, as in `segment`. The output has the input's shape and affine.")
+        "slice up and down until it ends. Slices are those of --plane, as in every verb "
+        "(axial: anterior at the top, the patient's right on the left, slice index growing "
+        "towards the head); --slice/--box/--point are pixels of those slices (x = column, "
+        "y = row). The output has the input's shape and affine.")
     p.add_argument("volume", help="NIfTI volume or DICOM series folder (with --sequence: a "
                    "2D+t NIfTI, multi-frame DICOM, multi-page TIFF or a folder of frames)")
     p.add_argument("--slice", type=int, default=None,
@@ -23,9 +22,6 @@ def register(sub) -> None:
     p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"))
     p.add_argument("--point", nargs=3, type=float, action="append", default=[],
                    metavar=("X", "Y", "LABEL"), help="a click; LABEL 1 positive, 0 negative")
-    p.add_argument("--plane", default="axial",
-                   choices=["axial", "coronal", "sagittal", "array"],
-                   help="slicing plane, found from the file's orientation (default axial)")
     p.add_argument("--sequence", action="store_true",
                    help="the input is a 2D+t sequence: propagate through time")
     p.add_argument("--direction", default="both", choices=["both", "up", "down"],
@@ -34,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--label", type=int, default=1, help="label value written (default 1)")
     p.add_argument("-o", "--output", required=True,
                    help="output label volume (.nii.gz), same shape and affine as the input")
+    add_plane_option(p)
     add_model_options(p)
     p.set_defaults(func=run)
 

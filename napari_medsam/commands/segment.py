@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_options, make_predictor
+from .common import add_model_options, add_plane_option, make_predictor
 
 
 def register(sub) -> None:
@@ -34,18 +34,19 @@ def register(sub) -> None:
         required=True,
         help="output mask: .png/.tif for 2D, .nii.gz keeps the volume's geometry",
     )
+    add_plane_option(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import InputError
-    from ..core.io import read_image, write_labels
     from ..core.session import Session
+    from ..core.volume import open_image
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
-    data = read_image(args.image)
+    data = open_image(args.image, args.plane)
     session = Session(make_predictor(args), preset=args.preset)
     session.set_image(data.data, is_volume=data.is_volume)
     if data.is_volume:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         mask = session.add_point(x, y, positive=bool(label))
     score = session.state.score  # the model's IoU estimate; committing starts a new object
     session.commit(label=1, mask=mask) if mask.any() else None
-    out = write_labels(args.output, session.labels, like=data)
+    out = data.write_labels(args.output, session.labels)
     where = f" on slice {session.current_slice}" if data.is_volume else ""
     print(f"wrote {out} ({int(mask.sum())} pixels{where}, score {score:.2f})")
     return 0

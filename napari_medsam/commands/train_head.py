@@ -39,18 +39,18 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.autoseg import TrainConfig
+    from ..core.autoseg import HeadTrainConfig
     from ..core.autoseg.pipeline import fit_head, parse_labels
     from .common import make_predictor
 
     structures, names = parse_labels(args.labels)
-    config = TrainConfig(kind=args.kind, patch_size=args.patch_size, experts=args.experts,
+    config = HeadTrainConfig(kind=args.kind, patch_size=args.patch_size, experts=args.experts,
                          seed=args.seed, threads=args.threads)
     if args.map_steps is not None:
         config.map_steps = args.map_steps
     if args.decoder_steps is not None:
         config.decoder_steps = args.decoder_steps
-    _, meta = fit_head(make_predictor(args), args.data, structures, names, config,
+    _, meta = fit_head(make_predictor(args, profile="torch"), args.data, structures, names, config,
                        out=args.output, dataset=args.dataset, max_images=args.max_images,
                        val=args.val, keep_largest=not args.keep_all_regions, progress=print)
     print(f"head written to {args.output} ({meta['training_images']} images, "

@@ -21,15 +21,13 @@ with `Adapters.use_gate = False` or NAPARI_MEDSAM_ADAPTER_GATE=0.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_folder
 from .checkpoints import (
     CLICK_ADAPTER_NAME,
     click_adapter_dir,
@@ -37,13 +35,8 @@ from .checkpoints import (
 )
 from .domain_gate import DomainGate, gate_wanted
 from .errors import CheckpointError, InputError
-from .storage import (
-    check_base_model,
-    read_metadata,
-    replace_folder,
-    user_data_dir,
-    write_metadata,
-)
+from .routing import BASE, FALLBACK, Route, choose_decoder
+from .storage import check_base_model, read_metadata, user_data_dir, write_metadata
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -91,6 +84,7 @@ class Adapters:
         self.metadata: dict[str, dict] = {}
         self.active: str | None = None
         self.gates: dict[str, DomainGate] = {}
+        self.folders: dict[str, Path] = {}  # where each loaded adapter came from
         self.use_gate = gate_wanted()
         # (adapter, distance, used) of the last gated decode, for the front ends to report
         self.last_gate: tuple[str, float, bool] | None = None
@@ -174,6 +168,7 @@ class Adapters:
             raise CheckpointError(f"The adapter in {folder} could not be loaded ({exc}). "
                                   "It may be damaged or made for another model.") from exc
         self.metadata[name] = meta
+        self.folders[name] = folder
         gate = None if self.is_encoder(name) else DomainGate.load(folder)
         if gate is not None:
             self.gates[name] = gate
@@ -190,6 +185,7 @@ class Adapters:
         active = None if self.active == name else self.active
         del self.metadata[name]
         self.gates.pop(name, None)
+        self.folders.pop(name, None)
         if not self.metadata:
             self.peft.unload()  # puts the original layers back in the model's own modules
             self.peft = None
@@ -216,13 +212,20 @@ class Adapters:
         self.active = name
         self.model.encoder_tag = self._encoder_tag(name) if name and self.is_encoder(name) else ""
 
+    def tag(self, name: str) -> str:
+        """"lora.<hash>" of adapter `name`: the same id `backends.weights` computes from its
+        saved files, so the torch and ONNX paths share exports and embeddings."""
+        from .backends.weights import adapter_tag
+
+        config = self.peft.peft_config[name]
+        params = ((k.replace(f".{name}.", "."), v.detach().float().cpu().numpy())
+                  for k, v in self.parameters(name).items())
+        return adapter_tag(params, config.r, config.lora_alpha)
+
     def _encoder_tag(self, name: str) -> str:
-        digest = hashlib.sha256()
-        for key, value in sorted(self.parameters(name).items()):
-            if "image_encoder" in key:
-                digest.update(key.encode())
-                digest.update(value.detach().float().cpu().numpy().tobytes())
-        return f"lora-{digest.hexdigest()[:16]}"
+        from .backends.weights import encoder_tag
+
+        return encoder_tag(self.tag(name))
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
@@ -245,15 +248,31 @@ class Adapters:
             return source
         return None
 
-    def gate_refuses(self, features) -> bool:
-        """True when the active adapter's domain gate says this embedding is not its kind."""
+    def gate_verdict(self, features) -> bool | None:
+        """The active adapter's domain gate on this embedding: True (like its training images),
+        False (unlike them), or None when there is no gate to ask."""
         gate = self.gates.get(self.active or "")
         self.last_gate = None
         if gate is None or not self.use_gate or features is None:
-            return False
+            return None
         distance, accepted = gate.check(features)
         self.last_gate = (self.active, distance, accepted)
-        return not accepted
+        return accepted
+
+    def route(self) -> Route:
+        """The decoder routing of the active adapter (see `core.routing`)."""
+        name = self.active
+        if name is None or self.peft is None:
+            return Route()
+        fallback = self.fallback(name)
+        return Route(
+            adapter=True,
+            box_base=self.metadata.get(name, {}).get("box_prompts") == "base",
+            gated=name in self.gates and self.use_gate,
+            fallback=fallback is not None,
+            fallback_box_base=bool(fallback) and
+            self.metadata.get(fallback, {}).get("box_prompts") == "base",
+        )
 
     @contextlib.contextmanager
     def _switched(self, name: str) -> Iterator[None]:
@@ -268,19 +287,18 @@ class Adapters:
                     p.requires_grad_(False)
 
     def routed(self, has_points: bool, features=None) -> contextlib.AbstractContextManager:
-        """The model for one decode: the active adapter, or the base model for box-only prompts
-        when the adapter asks for it, or the fallback when its domain gate refuses the image."""
-        if self.active is None or self.peft is None:
+        """The model for one decode, as `routing.choose_decoder` says: the active adapter, its
+        fallback, or the base model."""
+        route = self.route()
+        if not route.adapter:
             return contextlib.nullcontext()
-        name = self.active
-        if self.gate_refuses(features):
-            name = self.fallback(self.active) or ""
-            if not name:
-                return self.disabled()
-        meta = self.metadata.get(name, {})
-        if not has_points and meta.get("box_prompts") == "base":
+        verdict = self.gate_verdict(features) if route.gated else None
+        choice = choose_decoder(route, has_points, verdict)
+        if choice == BASE:
             return self.disabled()
-        return self._switched(name) if name != self.active else contextlib.nullcontext()
+        if choice == FALLBACK:
+            return self._switched(self.fallback(self.active))
+        return contextlib.nullcontext()
 
     # ---- saving ------------------------------------------------------------------------------
     def save(self, name: str, folder: str | Path, metadata: dict | None = None) -> Path:
@@ -289,25 +307,24 @@ class Adapters:
         The old folder (if any) is replaced only once the new one is complete.
         """
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-        try:
+        meta = {**self.metadata.get(name, {}), **(metadata or {})}
+        meta.update(name=meta.get("name") or folder.name, base_model=self.model.model_id,
+                    base_model_sha256=self.model.weights_sha256, format="peft-lora")
+        with atomic_folder(folder) as tmp:
             self.peft.save_pretrained(str(tmp), selected_adapters=[name])
-            written = tmp / name if (tmp / name / CONFIG_FILE).is_file() else tmp
-            meta = {**self.metadata.get(name, {}), **(metadata or {})}
-            meta.update(name=meta.get("name") or folder.name,
-                        base_model=self.model.model_id,
-                        base_model_sha256=self.model.weights_sha256,
-                        format="peft-lora")
+            nested = tmp / name  # peft writes non-default adapters into a subfolder
+            if (nested / CONFIG_FILE).is_file():
+                for path in nested.iterdir():
+                    path.replace(tmp / path.name)
+                nested.rmdir()
             if name in self.gates:
-                self.gates[name].save(written)
+                self.gates[name].save(tmp)
                 meta["domain_gate"] = self.gates[name].summary()
-            write_metadata(written, meta)
-            (written / "README.md").unlink(missing_ok=True)
-            self.metadata[name] = meta
-            return replace_folder(written, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            write_metadata(tmp, meta)
+            (tmp / "README.md").unlink(missing_ok=True)
+        self.metadata[name] = meta
+        self.folders[name] = folder
+        return folder
 
 
 def adapters_of(model) -> Adapters:

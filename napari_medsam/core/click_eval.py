@@ -38,10 +38,10 @@ def click_dices(
             (the numbers reported are then known); None runs all `max_clicks`.
     """
     truth = np.asarray(truth, bool)
-    pred, logits = None, None
+    pred, logits, window = None, None, None
     if box is not None:
         out = predictor.predict(box=box)
-        pred, logits = out.masks[0], out.low_res_logits[0]
+        pred, logits, window = out.masks[0], out.low_res_logits[0], out.window
     points: list[tuple[int, int]] = []
     labels: list[int] = []
     dices: list[float] = []
@@ -53,8 +53,8 @@ def click_dices(
         points.append((click.x, click.y))
         labels.append(int(click.positive))
         out = predictor.predict(points=np.asarray(points, float), labels=np.asarray(labels),
-                                box=box, mask_input=logits)
-        pred, logits = out.masks[0], out.low_res_logits[0]
+                                box=box, mask_input=logits, window=window)
+        pred, logits, window = out.masks[0], out.low_res_logits[0], out.window
         dices.append(dice(pred, truth))
         if stop_at is not None and k + 1 >= min_clicks and dices[-1] >= stop_at:
             break

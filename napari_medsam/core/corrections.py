@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .embeddings import pixel_hash
 from .errors import InputError
 from .intensity import get_preset
@@ -61,20 +60,6 @@ def default_project_dir() -> Path:
     """Where the front ends save corrections unless told otherwise: $NAPARI_MEDSAM_PROJECT,
     else ~/.local/share/napari-medsam/project (user data, not a cache: never cleaned)."""
     return user_data_dir("NAPARI_MEDSAM_PROJECT", "project")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CorrectionStore:
@@ -115,12 +100,12 @@ class CorrectionStore:
         digest = pixel_hash(image)[:24]
         image_rel = f"images/{digest}.npz"
         if not (self.folder / image_rel).is_file():
-            _atomic_write(self.folder / image_rel,
+            atomic_write(self.folder / image_rel,
                           lambda h: np.savez_compressed(h, image=image))
         stamp = _dt.datetime.now(_dt.timezone.utc)
         # microseconds in the id: records list in commit order, even several per second
         cid = f"{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-        _atomic_write(self.folder / "corrections" / f"{cid}.npz",
+        atomic_write(self.folder / "corrections" / f"{cid}.npz",
                       lambda h: np.savez_compressed(h, mask=mask))
         record = Correction(
             id=cid, key=key, image=image_rel, shape=tuple(int(v) for v in mask.shape),
@@ -133,7 +118,7 @@ class CorrectionStore:
             model=model, created=stamp.isoformat(timespec="seconds"),
         )
         text = json.dumps(record.__dict__, indent=1).encode()
-        _atomic_write(self.folder / "corrections" / f"{cid}.json", lambda h: h.write(text))
+        atomic_write(self.folder / "corrections" / f"{cid}.json", lambda h: h.write(text))
         return cid
 
     def __iter__(self) -> Iterator[Correction]:
@@ -173,7 +158,7 @@ def to_train_set(store: CorrectionStore, predictor, encode_missing: bool = True)
     out = TrainSet()
     for rec in store:
         key = rec.key
-        if key not in predictor.cache or rec.model != predictor.model.cache_id:
+        if key not in predictor.cache or rec.model != predictor.backend.cache_id:
             bounds = tuple(rec.bounds) if rec.bounds is not None else None
             key = ensure_embedding(predictor, store.image(rec), get_preset(rec.preset), bounds,
                                    encode_missing)
@@ -186,18 +171,19 @@ def to_train_set(store: CorrectionStore, predictor, encode_missing: bool = True)
     return out
 
 
-def record_commit(store: CorrectionStore, session, mask: np.ndarray, label: int) -> str:
-    """Save what `Session.commit` is committing (called by it when `session.corrections` is set).
-
-    The front end may set `session.source` (the file path) and `session.modality`.
-    """
-    st = session.state
-    z = session.current_slice if session.is_volume else None
+def record_commit(store: CorrectionStore, session, mask: np.ndarray, label: int, z: int,
+                  prompts=None) -> str:
+    """Save an object slice a `Session` commits (it calls this when `session.corrections` is
+    set), with the prompts that made it when known (`PromptState`), the session's `source` and
+    `modality`."""
+    z = z if session.is_volume else None
     image = session.slice_image(z)
     pred = session.predictor
     return store.add(
         image, mask, key=pred.image_key(image, session.preset, session.bounds), label=label,
-        preset=session.preset, bounds=session.bounds, points=st.points,
-        point_labels=st.labels, box=st.box, source=getattr(session, "source", None), slice=z,
-        modality=getattr(session, "modality", ""), model=pred.model.cache_id,
+        preset=session.preset, bounds=session.bounds,
+        points=prompts.points if prompts else None,
+        point_labels=prompts.labels if prompts else None,
+        box=prompts.box if prompts else None, source=session.source, slice=z,
+        modality=session.modality, model=pred.backend.cache_id,
     )

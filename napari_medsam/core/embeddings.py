@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_write
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -124,21 +125,13 @@ class EmbeddingCache:
     def _save(self, key: str, entry: Embedding) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    np.savez(
-                        handle,
-                        key=np.array(key),
-                        features=entry.features.astype(np.float16),
-                        original_size=np.array(entry.original_size, dtype=np.int64),
-                        input_size=np.array(entry.input_size, dtype=np.int64),
-                    )
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, lambda handle: np.savez(
+                handle,
+                key=np.array(key),
+                features=entry.features.astype(np.float16),
+                original_size=np.array(entry.original_size, dtype=np.int64),
+                input_size=np.array(entry.input_size, dtype=np.int64),
+            ))
         except OSError as exc:
             log.warning("Could not write the embedding cache file %s (%s); continuing.", path, exc)
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from .errors import CancelledError, InputError
 from .intensity import Preset, suggest_preset
-from .io import read_image
 from .metrics import bbox, dice
 from .predictor import Predictor
+from .volume import open_image
 
 BOX_MARGIN = 5
 
@@ -66,8 +66,8 @@ def iter_targets(
         if max_cases is not None and seen[name] >= max_cases:
             continue
         seen[name] += 1
-        img = read_image(data_dir / pair["image"])
-        gt = np.asarray(read_image(data_dir / pair["mask"]).data)
+        img = open_image(data_dir / pair["image"])  # volumes as axial slices, like every verb
+        gt = img.labels_from_file(data_dir / pair["mask"])
         preset = suggest_preset(img.data, pair.get("modality", ""))
         if not img.is_volume:
             for label in np.unique(gt)[1:]:

@@ -7,13 +7,12 @@ the original exactly.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_path
 from .errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -39,6 +38,20 @@ class ImageData:
     @property
     def n_slices(self) -> int:
         return self.data.shape[0] if self.is_volume else 1
+
+    def write_labels(self, path: str | Path, labels: np.ndarray) -> Path:
+        """Write labels drawn on this image (same layout as `data`) with its geometry."""
+        return write_labels(path, labels, like=self)
+
+    def labels_from_file(self, path: str | Path) -> np.ndarray:
+        """A label file of this image, in the layout of `data`."""
+        return np.asarray(read_image(path).data)
+
+    def describe(self) -> str:
+        if self.is_volume:
+            return f"{self.n_slices} slices of {self.data.shape[2]} x {self.data.shape[1]} pixels"
+        kind = "colour" if self.data.ndim == 3 else "gray"
+        return f"{kind} image of {self.data.shape[1]} x {self.data.shape[0]} pixels"
 
 
 def _suffix(path: str | Path) -> str:
@@ -180,13 +193,6 @@ def _dicom_affine(slices) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=_suffix(path))
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_labels(path: str | Path, labels: np.ndarray, like: ImageData | None = None) -> Path:
     """Write a label map atomically: NIfTI with the source's affine, or PNG/TIFF for 2D.
 
@@ -204,8 +210,12 @@ def write_labels(path: str | Path, labels: np.ndarray, like: ImageData | None = 
     dtype = np.uint8 if labels.max(initial=0) < 256 and labels.min(initial=0) >= 0 else np.int32
     labels = labels.astype(dtype if labels.max(initial=0) < 65536 else np.int32)
     suffix = _suffix(path)
-    tmp = _atomic_target(path)
-    try:
+    if suffix not in NIFTI_SUFFIXES + IMAGE_SUFFIXES:
+        raise InputError(f"Unsupported output type '{suffix}': use .nii.gz, .png or .tif.")
+    if suffix in IMAGE_SUFFIXES and labels.ndim != 2:
+        raise InputError("PNG/TIFF output holds a 2D label map; use .nii.gz for a volume.")
+
+    def write(tmp: Path) -> None:
         if suffix in NIFTI_SUFFIXES:
             import nibabel as nib
 
@@ -221,18 +231,13 @@ def write_labels(path: str | Path, labels: np.ndarray, like: ImageData | None = 
             img.set_qform(affine, code=1)
             img.set_sform(affine, code=1)
             nib.save(img, str(tmp))
-        elif suffix in IMAGE_SUFFIXES:
-            if labels.ndim != 2:
-                raise InputError("PNG/TIFF output holds a 2D label map; use .nii.gz for a volume.")
+        else:
             from PIL import Image
 
             out = labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
             Image.fromarray(out).save(str(tmp), format="PNG" if suffix == ".png" else "TIFF")
-        else:
-            raise InputError(f"Unsupported output type '{suffix}': use .nii.gz, .png or .tif.")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write_path(path, write)
     return path
 
 

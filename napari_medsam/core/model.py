@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
 from .checkpoints import (  # noqa: F401  (re-exported: the names users know)
@@ -69,33 +67,6 @@ class SamModel:
         for module in (self.image_encoder, self.prompt_encoder, self.mask_decoder):
             module.to(self.device)
         return self
-
-    def prepare_input(self, image01: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Resize the longest side, normalise and pad a float [0,1] HxWx3 image.
-
-        Returns:
-            The (1, 3, S, S) encoder input and the (h, w) size of the image inside the padding.
-        """
-        h, w = image01.shape[:2]
-        scale = self.image_size / max(h, w)
-        new_h, new_w = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
-        x = torch.from_numpy(np.ascontiguousarray(image01.transpose(2, 0, 1)))[None].float()
-        x = F.interpolate(x, (new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-        if self.normalization == "unit":
-            lo, hi = x.min(), x.max()
-            x = (x - lo) / torch.clamp(hi - lo, min=1e-8)
-        else:
-            mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-            std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
-            x = (x * 255.0 - mean) / std
-        x = F.pad(x, (0, self.image_size - new_w, 0, self.image_size - new_h))
-        return x.to(self.device), (new_h, new_w)
-
-    @torch.no_grad()
-    def encode(self, image01: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Run the image encoder on a float [0,1] HxWx3 image; returns (1,256,64,64) features."""
-        x, resized = self.prepare_input(image01)
-        return self.image_encoder(x), resized
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends.preprocess import mask_from_logits, upscale_logits
+from .backends.preprocess import mask_from_logits
 from .embeddings import Embedding, EmbeddingCache, make_key, pixel_hash
 from .errors import InputError, NoImageError
 from .intensity import Preset, get_preset
+from .zoom import Frame, Window, ZoomPolicy, contains, extent_of, grow, move_logits, touches_border
 
 if TYPE_CHECKING:  # torch stays unimported on the ONNX path
     from .backends.base import Backend
@@ -31,11 +32,15 @@ class Prediction:
     masks: bool (N, H, W), one per box (or one for point-only prompts).
     scores: float (N,), the decoder's predicted IoU.
     low_res_logits: float32 (N, 256, 256), feed back as `mask_input` for the next click.
+    window: the window of the image the object was decoded in (a zoom on a small object,
+        `core.zoom`), None for the whole image: the frame of `low_res_logits`; pass it back
+        with them as `predict(..., window=...)`.
     """
 
     masks: np.ndarray
     scores: np.ndarray
     low_res_logits: np.ndarray
+    window: Window | None = None
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:
@@ -73,11 +78,13 @@ class Predictor:
     """Segment Anything-style predictor over a `SamModel` with an embedding cache.
 
     Args:
-        model: a loaded model, or None for the default LiteMedSAM on the best device.
+        model: a loaded torch model to run (a torch backend over it), or None.
         cache: an `EmbeddingCache`; a memory-only one is made when None.
-        backend: what runs the encoder and decoder (see `core.backends`); default a torch
-            backend over `model`. An ONNX backend (`backends.make_backend("balanced")`) runs
-            without importing torch.
+        backend: what runs the encoder and decoder (see `core.runtime.build_backend`); default:
+            a torch backend over `model`, or the default `RuntimeSpec` (LiteMedSAM on the best
+            device) when no model is given either.
+        zoom: decode small objects on a re-encoded window around them (`core.zoom`); None or
+            False: always on the whole image.
     """
 
     def __init__(
@@ -85,19 +92,22 @@ class Predictor:
         model: SamModel | None = None,
         cache: EmbeddingCache | None = None,
         backend: Backend | None = None,
+        zoom: ZoomPolicy | bool | None = None,
     ):
         if backend is None:
             from .backends.torch_backend import TorchBackend
-            from .model import default_device, load_model
+            from .runtime import RuntimeSpec, build_backend
 
-            backend = TorchBackend(model if model is not None else load_model(
-                device=default_device()))
+            backend = TorchBackend(model) if model is not None else build_backend(RuntimeSpec())
         self.backend = backend
         self.cache = cache if cache is not None else EmbeddingCache()
         self.embedding: Embedding | None = None
         self.key: str | None = None
         self._features: Any = None
         self.encoder_calls = 0
+        self.zoom: ZoomPolicy | None = ZoomPolicy() if zoom is True else (zoom or None)
+        self._source: tuple | None = None  # (image, preset, bounds): windows are cut from it
+        self._window: tuple | None = None  # the last window's ((key, window), entry, features)
 
     @property
     def model(self) -> SamModel:
@@ -132,7 +142,20 @@ class Predictor:
             entry = self.compute_embedding(image, preset, bounds)
             self.cache.put(key, entry)
         self.set_embedding(entry, key)
+        self._source = (image, preset, bounds if bounds is not None else preset.bounds(image))
         return key
+
+    def cache_embedding(self, image: np.ndarray, preset: str | Preset = "auto",
+                        bounds=None) -> bool:
+        """Put the image's embedding in the cache without making it current (safe while
+        another thread decodes on the current image). Returns True when it was computed."""
+        image = validate_image(image)
+        preset = get_preset(preset)
+        key = self.image_key(image, preset, bounds)
+        if key in self.cache:
+            return False
+        self.cache.put(key, self.compute_embedding(image, preset, bounds))
+        return True
 
     def compute_embedding(self, image: np.ndarray, preset: Preset, bounds=None) -> Embedding:
         """Run the encoder (no cache)."""
@@ -145,13 +168,20 @@ class Predictor:
         )
 
     def set_embedding(self, entry: Embedding, key: str | None = None) -> None:
-        """Make a precomputed embedding current (e.g. from a volume's cache)."""
+        """Make a precomputed embedding current (without its pixels no window can be cut:
+        decoding then stays on the whole image)."""
         self.embedding = entry
         self.key = key
         self._features = self.backend.load_features(entry.features)
+        self._source = None
 
     def reset_image(self) -> None:
-        self.embedding, self.key, self._features = None, None, None
+        self.embedding, self.key, self._features, self._source = None, None, None, None
+
+    def _require_image(self) -> Embedding:
+        if self.embedding is None:
+            raise NoImageError("No image is set: call set_image() before predict().")
+        return self.embedding
 
     @property
     def is_image_set(self) -> bool:
@@ -173,6 +203,8 @@ class Predictor:
         box: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask: bool = False,
+        window: Window | None = None,
+        zoom: ZoomPolicy | bool | None = None,
     ) -> Prediction:
         """Decode prompts on the current image.
 
@@ -182,45 +214,118 @@ class Predictor:
             box: (4,) or (N, 4) boxes x0, y0, x1, y1 in image pixels; N boxes give N masks.
             mask_input: (256, 256) or (N, 256, 256) logits from a previous prediction.
             multimask: decode three candidates and keep the best-scored one per prompt.
+            window: the frame of `mask_input` (the previous prediction's `window`).
+            zoom: a small object is decoded on a re-encoded window around it (`core.zoom`):
+                None follows `self.zoom`, False never, a ZoomPolicy as given. One prompt only.
         """
-        emb = self.embedding
-        if emb is None:
-            raise NoImageError("No image is set: call set_image() before predict().")
-        coords, lab, boxes = self._prompts_to_input_frame(points, labels, box)
-        masks_in = None
-        if mask_input is not None:
-            masks_in = np.asarray(mask_input, dtype=np.float32)
-            masks_in = masks_in.reshape(-1, 1, *masks_in.shape[-2:])
-            if masks_in.shape[-2:] != tuple(self.backend.mask_input_size):
-                raise InputError(
-                    f"mask_input must be the low_res_logits of a previous prediction "
-                    f"{tuple(self.backend.mask_input_size)}, got {masks_in.shape}."
-                )
-        logits, scores = self.decode(coords, lab, boxes, masks_in, multimask)
-        emb, size = self.embedding, self.backend.image_size
+        self._require_image()
+        coords, lab, boxes = self._check_prompts(points, labels, box)
+        masks_in = self._check_mask_input(mask_input)
+        policy = self.zoom if zoom is None else (zoom or None)
+        if policy is True:
+            policy = ZoomPolicy()
+        if self._source is None:
+            policy = None  # the pixels are not at hand: no window can be encoded
+        src = self._frame(window)
+        single = (coords is None or len(coords) == 1) and (boxes is None or len(boxes) == 1)
+        target = None
+        if policy is not None and single:
+            target, first = self._zoom_window(policy, coords, lab, boxes, masks_in, src)
+            if first is not None:
+                return first
+        pred = self._predict_in(target, coords, lab, boxes, masks_in, src, multimask)
+        shape = self.embedding.original_size
+        if target is not None and touches_border(pred.masks[0], target, shape):
+            bigger = grow(target, 2.0, shape)  # the object is larger than the window
+            keep = max(bigger[2] - bigger[0], bigger[3] - bigger[1]) < 0.9 * max(shape)
+            pred = self._predict_in(bigger if keep else None, coords, lab, boxes, masks_in, src,
+                                    multimask)
+        return pred
+
+    def _zoom_window(self, policy: ZoomPolicy, coords, lab, boxes, masks_in, src):
+        """(window to decode in, or None for the whole image; a whole-image prediction already
+        made while deciding, or None)."""
+        shape = self.embedding.original_size
+        if boxes is not None:
+            target = policy.window(boxes[0], shape)
+        elif src.window is not None and contains(src.window, coords[0]):
+            target = src.window  # the next click on the same object: same window
+        else:
+            first = self._predict_in(None, coords, lab, None, masks_in, src, False)
+            target = policy.window(extent_of(first.masks[0], coords[0]), shape)
+            if target is None:
+                return None, first
+        if target is not None and coords is not None and not contains(target, coords[0], 0.0):
+            return None, None  # a click outside the object's window: decode the whole image
+        return target, None
+
+    def _predict_in(self, window: Window | None, coords, lab, boxes, masks_in, src: Frame,
+                    multimask: bool) -> Prediction:
+        """Decode on the whole image (window None) or on the embedding of a window of it."""
+        emb, features = (self.embedding, self.features) if window is None else \
+            self._window_embedding(window)
+        dst = Frame(window, emb.input_size, emb.original_size)
+        size = self.backend.image_size
+        if masks_in is not None and src != dst:
+            shape = self.embedding.original_size
+            masks_in = np.stack([move_logits(m[0], src, dst, size, shape)
+                                 for m in masks_in])[:, None]
+        ox, oy = (window[0], window[1]) if window is not None else (0, 0)
+        sy, sx = emb.input_size[0] / emb.original_size[0], emb.input_size[1] / emb.original_size[1]
+        frame_coords = None if coords is None else (coords - [ox, oy]) * [sx, sy]
+        frame_boxes = None
+        if boxes is not None:
+            h, w = emb.original_size
+            frame_boxes = np.clip(boxes - [ox, oy, ox, oy], 0, [w - 1, h - 1, w - 1, h - 1])
+            frame_boxes = frame_boxes * [sx, sy, sx, sy]
+        logits, scores = self.backend.decode(features, frame_coords, lab, frame_boxes, masks_in,
+                                             multimask)
         masks = mask_from_logits(logits, size, emb.input_size, emb.original_size)
-        return Prediction(masks=masks, scores=scores, low_res_logits=logits[:, 0])
+        if window is not None:
+            full = np.zeros((len(masks), *self.embedding.original_size), bool)
+            full[:, window[1]:window[3], window[0]:window[2]] = masks
+            masks = full
+        return Prediction(masks=masks, scores=scores, low_res_logits=logits[:, 0], window=window)
 
-    def decode(self, coords, labels, boxes, mask_input, multimask: bool = False):
-        """Prompt encoder + mask decoder on input-frame numpy prompts.
+    def _frame(self, window: Window | None) -> Frame:
+        if window is None:
+            return Frame(None, self.embedding.input_size, self.embedding.original_size)
+        entry = self._window_embedding(window)[0]
+        return Frame(window, entry.input_size, entry.original_size)
 
-        Returns:
-            numpy float32 (N, 1, 256, 256) low-res logits and (N,) scores.
-        """
-        return self.backend.decode(self.features, coords, labels, boxes, mask_input, multimask)
+    def _window_embedding(self, window: Window):
+        """(Embedding, backend features) of a window of the current image, encoded once and
+        cached like any image (its intensity range is the whole image's)."""
+        if self._window is not None and self._window[0] == (self.key, window):
+            return self._window[1], self._window[2]
+        image, preset, bounds = self._source
+        x0, y0, x1, y1 = window
+        crop = image[y0:y1, x0:x1]
+        key = self.image_key(crop, preset, bounds)
+        entry = self.cache.get(key)
+        if entry is None or entry.original_size != tuple(crop.shape[:2]):
+            entry = self.compute_embedding(crop, preset, bounds)
+            self.cache.put(key, entry)
+        features = self.backend.load_features(entry.features)
+        self._window = ((self.key, window), entry, features)
+        return entry, features
 
-    def upscale(self, logits) -> np.ndarray:
-        """(N,1,256,256) low-res logits (numpy or torch) -> (N, H, W) logits on the image grid."""
-        if hasattr(logits, "detach"):  # a torch tensor from older callers
-            logits = logits.detach().float().cpu().numpy()
-        emb = self.embedding
-        return upscale_logits(np.asarray(logits), self.backend.image_size, emb.input_size,
-                              emb.original_size)
+    def _check_mask_input(self, mask_input) -> np.ndarray | None:
+        if mask_input is None:
+            return None
+        masks_in = np.asarray(mask_input, dtype=np.float32)
+        masks_in = masks_in.reshape(-1, 1, *masks_in.shape[-2:])
+        if masks_in.shape[-2:] != tuple(self.backend.mask_input_size):
+            raise InputError(
+                f"mask_input must be the low_res_logits of a previous prediction "
+                f"{tuple(self.backend.mask_input_size)}, got {masks_in.shape}."
+            )
+        return masks_in
 
-    def _prompts_to_input_frame(self, points, labels, box):
-        emb = self.embedding
-        h, w = emb.original_size
-        sy, sx = emb.input_size[0] / h, emb.input_size[1] / w
+    def _check_prompts(self, points, labels, box):
+        """Prompts checked in image pixels: (N, K, 2) clicks, (N, K) labels, (N, 4) boxes
+        (corners ordered, clipped to the image); None where absent."""
+        h, w = self.embedding.original_size
         coords = lab = boxes = None
         if points is not None and len(np.asarray(points)) > 0:
             coords = np.asarray(points, dtype=np.float64)
@@ -231,6 +336,8 @@ class Predictor:
             lab = np.asarray(labels, dtype=np.int64).reshape(coords.shape[:-1])
             if not np.isin(lab, (0, 1)).all():
                 raise InputError("Point labels must be 1 (positive) or 0 (negative).")
+            if not np.isfinite(coords).all():
+                raise InputError("A point has a missing (NaN) coordinate.")
             outside = (coords[..., 0] < -0.5) | (coords[..., 0] > w - 0.5)
             outside |= (coords[..., 1] < -0.5) | (coords[..., 1] > h - 0.5)
             if outside.any():
@@ -240,7 +347,6 @@ class Predictor:
                 )
             coords = coords.reshape(-1 if coords.ndim == 3 else 1, *coords.shape[-2:])
             lab = lab.reshape(coords.shape[:2])
-            coords = coords * np.array([sx, sy])
         if box is not None:
             boxes = np.asarray(box, dtype=np.float64).reshape(-1, 4)
             if not np.isfinite(boxes).all():
@@ -256,7 +362,7 @@ class Predictor:
             boxes = np.stack(
                 [np.clip(x0, 0, w - 1), np.clip(y0, 0, h - 1),
                  np.clip(x1, 0, w - 1), np.clip(y1, 0, h - 1)], axis=1,
-            ) * np.array([sx, sy, sx, sy])
+            )
         if coords is None and boxes is None:
             raise InputError("Give at least one prompt: a box or a point.")
         if coords is not None and boxes is not None and len(coords) not in (1, len(boxes)):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_text
 from .embeddings import default_cache_dir
 from .errors import InputError
 
@@ -182,10 +183,7 @@ def profile_costs(info, threads: int | None = None, remeasure: bool = False,
         log.info("profile %s: encode %.0f ms, click %.1f ms", name, enc, click)
     stored[key] = {k: asdict(v) for k, v in costs.items()}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored, indent=1))
-        os.replace(tmp, path)
+        atomic_text(path, json.dumps(stored, indent=1))
     except OSError as exc:
         log.warning("Could not store profile costs in %s (%s).", path, exc)
     return costs

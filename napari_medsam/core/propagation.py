@@ -85,6 +85,7 @@ class SliceMask:
     mask: np.ndarray
     logits: np.ndarray | None = None
     score: float = 1.0
+    window: tuple[int, int, int, int] | None = None  # the frame of `logits` (core.zoom)
 
 
 @dataclass
@@ -138,8 +139,9 @@ def segment_from(predictor: Predictor, prev: SliceMask, settings: PropagationSet
         points, labels = np.array([deepest_point(prev.mask)]), np.array([1])
     if settings.use_mask and prev.logits is not None:
         mask_in = prev.logits
-    pred = predictor.predict(points=points, labels=labels, box=box, mask_input=mask_in)
-    return SliceMask(pred.masks[0], pred.low_res_logits[0], float(pred.scores[0]))
+    pred = predictor.predict(points=points, labels=labels, box=box, mask_input=mask_in,
+                             window=prev.window if mask_in is not None else None)
+    return SliceMask(pred.masks[0], pred.low_res_logits[0], float(pred.scores[0]), pred.window)
 
 
 def stop_reason(new: SliceMask, prev: SliceMask, start_area: int, s: PropagationSettings) -> str:

@@ -1,12 +1,14 @@
 """Session: what both front ends drive. An image or volume, prompts with undo, commit to labels.
 
 The front ends only translate events (a click, a box, a key) into these verbs and show the
-returned numpy masks; every model call, cache and label bookkeeping happens here.
+returned numpy masks; every model call, cache and label bookkeeping happens here. The object being
+drawn may span several slices of a volume: its mask per slice (`drafts`) is held here, the one
+place the front ends read the preview from, and `commit_object` writes them with one id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +16,7 @@ import numpy as np
 from .errors import CancelledError, InputError, NoImageError
 from .intensity import Preset, get_preset
 from .predictor import Prediction, Predictor, validate_image
-from .propagation import PropagationResult, PropagationSettings, SliceMask
+from .session_volume import VolumeVerbs
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -28,16 +30,24 @@ class PromptState:
     labels: list[int] = field(default_factory=list)
     box: tuple[float, float, float, float] | None = None
     logits: np.ndarray | None = None  # low-res logits, fed back on the next click
+    window: tuple[int, int, int, int] | None = None  # their frame: a zoom window, or None
     mask: np.ndarray | None = None
     score: float = 0.0
 
 
-class Session:
+class Session(VolumeVerbs):
     """One image or volume being annotated.
 
     Args:
         predictor: the predictor to use (default LiteMedSAM with a memory cache).
         preset: intensity preset name for the image (CT window, mri, auto...).
+
+    Attributes:
+        labels: uint16 label map (volume: slices, rows, columns); a front end may bind its own
+            array with `use_labels` (napari binds the Labels layer's data).
+        drafts: slice -> mask of the object being drawn (not yet committed).
+        corrections: a `corrections.CorrectionStore`; when set, every commit is saved there,
+            with `source` (the file the image came from) and `modality`.
     """
 
     def __init__(self, predictor: Predictor | None = None, preset: str | Preset = "auto"):
@@ -48,8 +58,12 @@ class Session:
         self.bounds: tuple[float, float] | None = None
         self.labels: np.ndarray | None = None
         self.current_slice = 0
+        self.drafts: dict[int, np.ndarray] = {}
         self._history: list[PromptState] = [PromptState()]
-        self.corrections = None  # a corrections.CorrectionStore: every commit is saved there
+        self.corrections = None
+        self.source: str | None = None
+        self.modality = ""
+        self.auto_ids: dict[tuple[str, int], int] = {}  # (head, structure) -> label id used
 
     # ---- image -----------------------------------------------------------------------------
     def set_image(
@@ -77,7 +91,19 @@ class Session:
         shape = image.shape if is_volume else image.shape[:2]
         self.labels = np.zeros(shape, dtype=np.uint16)
         self.current_slice = image.shape[0] // 2 if is_volume else 0
-        self.reset_prompts()
+        self.clear_object()
+        self.auto_ids = {}
+
+    def use_labels(self, labels: np.ndarray) -> None:
+        """Write into `labels` from now on (no copy), e.g. a Labels layer's own array."""
+        labels = np.asarray(labels)
+        image = self._require_image()
+        shape = image.shape if self.is_volume else image.shape[:2]
+        if labels.shape != shape:
+            raise InputError(f"Labels {labels.shape} do not fit the image {shape}.")
+        if labels.dtype.kind not in "iu":
+            raise InputError(f"Labels must hold integers, not {labels.dtype}.")
+        self.labels = labels
 
     def _require_image(self) -> np.ndarray:
         if self.image is None:
@@ -97,6 +123,7 @@ class Session:
             raise InputError(f"Slice {z} is outside the volume (0 to {image.shape[0] - 1}).")
         return image[z]
 
+    # ---- embeddings ------------------------------------------------------------------------
     def embed(self, z: int | None = None) -> str:
         """Make slice `z` (or the 2D image) current in the predictor, encoding it if not cached."""
         return self.predictor.set_image(self.slice_image(z), self.preset, self.bounds)
@@ -114,6 +141,19 @@ class Session:
             order += [z for z in (start + step, start - step) if 0 <= z < n]
         return order
 
+    def embedding(self, order: Iterable[int] | None = None) -> Iterator[tuple[int, int, int, bool]]:
+        """Fill the cache with slices (default: current slice first, then outward) without
+        changing the predictor's current image, so clicks may go on from another thread.
+
+        Yields (done, total, slice, computed) after each slice; cached slices cost nothing.
+        The one way every front end embeds ahead (CLI `embed`, napari, Slicer, `prefetch`).
+        """
+        order = list(order) if order is not None else self.slice_order()
+        for i, z in enumerate(order):
+            computed = self.predictor.cache_embedding(self.slice_image(z), self.preset,
+                                                      self.bounds)
+            yield i + 1, len(order), z, computed
+
     def embed_all(
         self,
         slices: Iterable[int] | None = None,
@@ -124,22 +164,42 @@ class Session:
 
         Raises CancelledError when `cancel()` turns true; slices already done stay cached.
         """
-        order = list(slices) if slices is not None else self.slice_order()
-        for i, z in enumerate(order):
-            if cancel is not None and cancel():
-                raise CancelledError(f"Embedding cancelled after {i} of {len(order)} slices.")
-            self.predictor.set_image(self.slice_image(z), self.preset, self.bounds)
+        done, total = 0, 0
+        for done, total, _, _ in self.embedding(slices):
             if progress is not None:
-                progress(i + 1, len(order))
-        return len(order)
+                progress(done, total)
+            if cancel is not None and cancel() and done < total:
+                raise CancelledError(f"Embedding cancelled after {done} of {total} slices.")
+        return done
+
+    def prefetch(
+        self,
+        radius: int | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+    ) -> int:
+        """Embed slices around the current one, nearest first (see `embedding`). Returns how
+        many were computed; cancelling just stops early."""
+        self._require_volume()
+        order = [z for z in self.slice_order()
+                 if radius is None or abs(z - self.current_slice) <= radius]
+        computed = 0
+        for done, total, _, new in self.embedding(order):
+            computed += int(new)
+            if progress is not None:
+                progress(done, total)
+            if cancel is not None and cancel():
+                break
+        return computed
 
     # ---- prompts ---------------------------------------------------------------------------
     def set_slice(self, z: int) -> None:
-        """Move to slice z; prompts of an uncommitted object are dropped."""
+        """Move to slice z. The prompts of the slice left are forgotten; its draft mask stays
+        part of the object being drawn."""
         if self.is_volume and z != self.current_slice:
             self.slice_image(z)
             self.current_slice = int(z)
-            self.reset_prompts()
+            self._history = [PromptState()]
 
     @property
     def state(self) -> PromptState:
@@ -155,7 +215,7 @@ class Session:
         s = self.state
         points = s.points + [(float(x), float(y))]
         new = PromptState(points, s.labels + [int(bool(positive))], s.box)
-        return self._run(new, feed_back=s.logits)
+        return self._run(new, feed_back=s)
 
     def set_box(self, box) -> np.ndarray:
         """Set (replace) the box of the current object and return the preview mask."""
@@ -163,30 +223,48 @@ class Session:
         s = self.state
         return self._run(PromptState(list(s.points), list(s.labels), box), feed_back=None)
 
-    def _run(self, new: PromptState, feed_back: np.ndarray | None) -> np.ndarray:
+    def _run(self, new: PromptState, feed_back: PromptState | None) -> np.ndarray:
         self.embed()
         pred = self.predict_state(new, feed_back)
-        new.logits, new.mask = pred.low_res_logits[0], pred.masks[0]
+        new.logits, new.window, new.mask = pred.low_res_logits[0], pred.window, pred.masks[0]
         new.score = float(pred.scores[0])
         self._history.append(new)
+        self._set_draft(new.mask)
         return new.mask
 
-    def predict_state(self, st: PromptState, feed_back: np.ndarray | None = None) -> Prediction:
-        """Decode a prompt state on the current embedding."""
+    def predict_state(self, st: PromptState, feed_back: PromptState | None = None) -> Prediction:
+        """Decode a prompt state on the current embedding; the previous state's logits (when
+        given, for clicks) are the mask prompt."""
         pts = np.asarray(st.points, dtype=float) if st.points else None
         labels = np.asarray(st.labels) if st.points else None
-        mask_in = feed_back if (feed_back is not None and st.points) else None
-        return self.predictor.predict(points=pts, labels=labels, box=st.box, mask_input=mask_in)
+        use = feed_back is not None and feed_back.logits is not None and bool(st.points)
+        return self.predictor.predict(points=pts, labels=labels, box=st.box,
+                                      mask_input=feed_back.logits if use else None,
+                                      window=feed_back.window if use else None)
 
     def undo(self) -> np.ndarray | None:
         """Drop the last prompt; returns the previous preview (None when no prompt is left)."""
         if len(self._history) > 1:
             self._history.pop()
+        self._set_draft(self.state.mask)
         return self.state.mask
 
     def reset_prompts(self) -> None:
-        """Forget the prompts and preview of the current object."""
+        """Forget the prompts and the preview of the current slice."""
         self._history = [PromptState()]
+        self._set_draft(None)
+
+    def clear_object(self) -> None:
+        """Discard the object being drawn: prompts and drafts on every slice."""
+        self._history = [PromptState()]
+        self.drafts = {}
+
+    def _set_draft(self, mask: np.ndarray | None) -> None:
+        z = self.current_slice if self.is_volume else 0
+        if mask is None or not np.asarray(mask).any():
+            self.drafts.pop(z, None)
+        else:
+            self.drafts[z] = np.asarray(mask, bool)
 
     # ---- labels ----------------------------------------------------------------------------
     def next_label(self) -> int:
@@ -194,7 +272,8 @@ class Session:
         return int(labels.max()) + 1
 
     def commit(self, label: int | None = None, mask: np.ndarray | None = None) -> int:
-        """Write the preview (or `mask`) into the labels with a new id; never overwrites objects.
+        """Write the preview (or `mask`) of the current slice into the labels with a new id;
+        never overwrites objects. The slice's prompts are then reset.
 
         Returns:
             The label id used. Raises InputError when there is nothing to commit.
@@ -204,16 +283,36 @@ class Session:
         if mask is None or not mask.any():
             raise InputError("Nothing to commit: the current mask is empty. Add a box or a click.")
         label = self.next_label() if label is None else int(label)
-        target = self.labels[self.current_slice] if self.is_volume else self.labels
+        self._write(self.current_slice, mask, label, self.state)
+        self.reset_prompts()
+        return label
+
+    def commit_object(self, label: int | None = None) -> int:
+        """Write the object being drawn (its drafts on every slice) with one id (the next free
+        one unless `label` is given), over background only. Returns the id."""
+        self._require_image()
+        if not self.drafts:
+            raise InputError("Nothing to accept yet: draw a box or click on the object first.")
+        label = self.next_label() if label is None else int(label)
+        here = self.current_slice if self.is_volume else 0
+        for z, mask in sorted(self.drafts.items()):  # prompts are known on this slice only
+            self._write(z, mask, label, self.state if z == here else None)
+        self.clear_object()
+        return label
+
+    def _write(self, z: int, mask: np.ndarray, label: int, prompts: PromptState | None) -> None:
+        """Write one slice's mask over background and save it as a correction."""
+        target = self.labels[z] if self.is_volume else self.labels
         if mask.shape != target.shape:
             raise InputError(f"Mask {mask.shape} does not fit the slice {target.shape}.")
+        if not 0 < label <= np.iinfo(target.dtype).max:
+            raise InputError(f"Label {label} does not fit the label map (1 to "
+                             f"{np.iinfo(target.dtype).max}).")
         target[mask & (target == 0)] = label
         if self.corrections is not None:  # saved at once: never lose an annotation
             from .corrections import record_commit
 
-            record_commit(self.corrections, self, mask, label)
-        self.reset_prompts()
-        return label
+            record_commit(self.corrections, self, mask, label, z, prompts)
 
     # ---- automatic segmentation --------------------------------------------------------------
     def auto(self, head, mode=None, z: int | None = None, commit: bool = False) -> np.ndarray:
@@ -224,8 +323,7 @@ class Session:
                 path of a head folder.
             mode: "dense", "box" or "refine" (default: the mode the head validated best with).
             z: the slice to segment (volumes; default the current slice).
-            commit: also write each structure into `labels` under its own value; existing
-                objects are never overwritten.
+            commit: also write each structure into `labels` (see `commit_structures`).
 
         Returns:
             uint16 (H, W) label map with the head's structure values (e.g. 1 LV, 2 myocardium,
@@ -239,159 +337,29 @@ class Session:
         self.embed(z)
         result = segment_embedding(self.predictor, head, mode).labels
         if commit:
-            target = self.labels[z] if self.is_volume else self.labels
-            for value in np.unique(result)[1:]:
-                target[(result == value) & (target == 0)] = value
+            self.commit_structures(result, head, z)
         return result
 
-    # ---- volumes: propagation and interpolation ----------------------------------------------
-    def _object_label(self, label: int | None, z: int) -> int:
-        """The label to propagate from slice z: as given, or the only one there."""
-        present = [int(v) for v in np.unique(self.labels[z]) if v != 0]
-        if label is None:
-            if len(present) != 1:
-                where = "no object" if not present else f"objects {present}"
-                raise InputError(f"Slice {z} holds {where}: say which label to propagate.")
-            return present[0]
-        if int(label) not in present:
-            raise InputError(f"Label {label} is not on slice {z}: segment or commit it there.")
-        return int(label)
+    def commit_structures(self, result: np.ndarray, head, z: int | None = None) -> dict[int, int]:
+        """Write a head's label map into `labels`, over background only; returns
+        {structure value: label id}.
 
-    def _write_slice(self, label: int, overwrite: bool) -> Callable[[int, np.ndarray], None]:
-        def write(z: int, mask: np.ndarray) -> None:
-            target = self.labels[z]
-            if overwrite:
-                target[target == label] = 0
-            target[mask & (target == 0)] = label
-
-        return write
-
-    def propagate(
-        self,
-        label: int | None = None,
-        z: int | None = None,
-        direction: str = "both",
-        settings: str | PropagationSettings = "volume",
-        overwrite: bool = False,
-        progress: ProgressFn | None = None,
-        cancel: CancelFn | None = None,
-    ) -> PropagationResult:
-        """Segment one object on the neighbouring slices (or frames) of slice `z`, one by one.
-
-        The object is the uncommitted preview of the current slice (committed first, as `label`
-        or a new label) or, without a preview, the committed object `label` on slice `z`.
-        Results go straight into `labels`, only over background: other objects are never
-        touched, and slices that already hold this label are kept and followed (unless
-        `overwrite`). Use settings="time" for a 2D+t sequence.
-
-        Returns:
-            A PropagationResult (label, slices done, why each direction stopped).
-        Raises:
-            InputError for a 2D image, a slice outside the volume or no object to start from;
-            CancelledError (with `.result`) when `cancel()` turns true: finished slices stay.
+        The one label-id policy for automatic results: a structure keeps the id it got the
+        first time in this session; the first time, its own value (1 LV, 2 myocardium...) when
+        that id is still free, else the next free id. So a volume segmented slice by slice keeps
+        one id per structure, and the user's own objects are never renumbered or overwritten.
         """
-        from .propagation import propagate
-
-        self._require_volume()
         z = self.current_slice if z is None else int(z)
-        self.slice_image(z)
-        logits = None
-        if z == self.current_slice and self.preview is not None and self.preview.any():
-            logits = self.state.logits
-            label = self.commit(label=label)
-        label = self._object_label(label, z)
-        start = SliceMask(self.labels[z] == label, logits)
-        result = propagate(
-            self.predictor, self.embed, self.n_slices, z, start,
-            on_mask=self._write_slice(label, overwrite), settings=settings, direction=direction,
-            anchors=None if overwrite else (lambda k: self.labels[k] == label),
-            progress=progress, cancel=cancel,
-        )
-        result.label = label
-        return result
-
-    def interpolate(
-        self,
-        label: int | None = None,
-        z0: int | None = None,
-        z1: int | None = None,
-        refine: bool = True,
-        progress: ProgressFn | None = None,
-        cancel: CancelFn | None = None,
-    ) -> PropagationResult:
-        """Fill the slices between annotated slices of one object (only where it is missing).
-
-        With z0 and z1, fill between those two slices; otherwise fill every gap between the
-        slices that hold `label`. With `refine`, the model re-segments each blended shape.
-        """
-        from .propagation import interpolate
-
-        labels = self._require_volume()
-        if label is None:
-            present = [int(v) for v in np.unique(labels) if v != 0]
-            if len(present) != 1:
-                raise InputError("Say which label to interpolate (the volume holds "
-                                 f"{len(present)} objects).")
-            label = present[0]
-        has = (labels == label).any(axis=(1, 2))
-        if z0 is not None or z1 is not None:
-            if z0 is None or z1 is None:
-                raise InputError("Give both slices to interpolate between (z0 and z1).")
-            pairs = [tuple(sorted((self._object_slice(label, z0), self._object_slice(label, z1))))]
-        else:
-            zs = np.nonzero(has)[0]
-            pairs = [(int(a), int(b)) for a, b in zip(zs[:-1], zs[1:], strict=True) if b - a > 1]
-            if len(zs) < 2:
-                raise InputError(f"Label {label} is on {len(zs)} slice(s): annotate two slices.")
-        total = PropagationResult(start=pairs[0][0] if pairs else 0, label=int(label))
-        for a, b in pairs:
-            res = interpolate(
-                self.predictor, self.embed, a, labels[a] == label, b, labels[b] == label,
-                on_mask=self._write_slice(int(label), False), refine=refine,
-                skip=lambda k: bool((labels[k] == label).any()), progress=progress, cancel=cancel,
-            )
-            total.slices += res.slices
-            total.scores.update(res.scores)
-            total.stopped[f"{a}-{b}"] = res.stopped["between"]
-            total.seconds += res.seconds
-        return total
-
-    def _object_slice(self, label: int, z: int) -> int:
-        self.slice_image(z)
-        if not (self.labels[z] == label).any():
-            raise InputError(f"Label {label} is not on slice {z}: annotate it there first.")
-        return int(z)
-
-    def _require_volume(self) -> np.ndarray:
-        self._require_image()
-        if not self.is_volume:
-            raise InputError("Propagation needs a volume or a 2D+t sequence, not a 2D image.")
-        return self.labels
-
-    def prefetch(
-        self,
-        radius: int | None = None,
-        progress: ProgressFn | None = None,
-        cancel: CancelFn | None = None,
-    ) -> int:
-        """Embed slices around the current one, nearest first, without changing the current
-        embedding (safe from a background thread while the user clicks). Returns how many
-        were computed; cached slices are skipped. Cancelling just stops early.
-        """
-        self._require_volume()
-        order = self.slice_order()
-        if radius is not None:
-            order = [z for z in order if abs(z - self.current_slice) <= radius]
-        computed = 0
-        for i, z in enumerate(order):
-            if cancel is not None and cancel():
-                break
-            image = self.slice_image(z)
-            key = self.predictor.image_key(image, self.preset, self.bounds)
-            if key not in self.predictor.cache:
-                entry = self.predictor.compute_embedding(image, self.preset, self.bounds)
-                self.predictor.cache.put(key, entry)
-                computed += 1
-            if progress is not None:
-                progress(i + 1, len(order))
-        return computed
+        name = str(getattr(head, "name", "") or getattr(head, "metadata", {}).get("name", ""))
+        used = {int(v) for v in np.unique(self.labels) if v != 0}
+        ids = {}
+        for value in (int(v) for v in np.unique(result) if v != 0):
+            key = (name, value)
+            if key not in self.auto_ids:
+                free = value not in used and value not in self.auto_ids.values()
+                self.auto_ids[key] = value if free else max(
+                    self.next_label(), max(self.auto_ids.values(), default=0) + 1)
+            ids[value] = self.auto_ids[key]
+            used.add(ids[value])
+            self._write(z, result == value, ids[value], None)
+        return ids

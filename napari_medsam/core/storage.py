@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_text
 from .errors import CheckpointError
 
 
@@ -35,15 +34,9 @@ METADATA_FILE = "metadata.json"
 
 def write_metadata(folder: str | Path, metadata: dict) -> Path:
     """Atomically write `metadata.json` (adds `created` when missing)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     metadata = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 **metadata}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(metadata, handle, indent=1, sort_keys=True)
-    os.replace(tmp, folder / METADATA_FILE)
-    return folder / METADATA_FILE
+    return atomic_text(Path(folder) / METADATA_FILE, json.dumps(metadata, indent=1, sort_keys=True))
 
 
 def read_metadata(folder: str | Path) -> dict:
@@ -66,15 +59,3 @@ def check_base_model(metadata: dict, model, what: str = "adapter") -> None:
             f"(weights {want[:12]}...), but the loaded model is '{model.model_id}' "
             f"(weights {model.weights_sha256[:12]}...). Load the matching model or retrain it."
         )
-
-
-def replace_folder(tmp_folder: str | Path, final: str | Path) -> Path:
-    """Move a fully written folder into place, keeping the old one until the new one is there."""
-    final, tmp_folder = Path(final), Path(tmp_folder)
-    backup = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(final, backup)
-    os.replace(tmp_folder, final)
-    shutil.rmtree(backup, ignore_errors=True)
-    return final

@@ -163,15 +163,23 @@ class Volume:
             )
         return self.reorientation.to_display(labels)
 
+    is_volume = True
+
     def write_labels(self, path: str | Path, labels: np.ndarray) -> Path:
         """Write displayed labels as a label file with the source's shape and affine."""
         return write_labels(path, self.to_source(labels), like=self.source)
 
+    def labels_from_file(self, path: str | Path) -> np.ndarray:
+        """A label file of this volume (same grid as its source), in displayed order."""
+        return self.from_source(np.asarray(read_image(path).data))
 
-def read_volume(path: str | Path, plane: str = "axial") -> Volume:
-    """Read a 3D volume (NIfTI, DICOM series) and show it as `plane` slices.
 
-    Raises InputError for a 2D image, a 4D file or an unknown plane, in plain words.
+def open_image(path: str | Path, plane: str = "axial") -> Volume | ImageData:
+    """What every verb and front end segments: a 2D image as read, or a volume as `plane` slices.
+
+    One frame for all: `segment`, `embed`, `auto`, `propagate`, `eval`, training sets and the
+    napari reader slice a volume the same way, so a slice number and pixel coordinates mean the
+    same thing everywhere and cached embeddings are found again whichever tool made them.
     """
     if plane not in PLANES:
         raise InputError(f"Unknown plane '{plane}'. Choose one of: {', '.join(PLANES)}.")
@@ -179,21 +187,36 @@ def read_volume(path: str | Path, plane: str = "axial") -> Volume:
     _reject_4d(path)
     img = read_image(path)
     if not img.is_volume or img.data.ndim != 3:
-        raise InputError(
-            f"{path.name} is a 2D image {tuple(img.data.shape[:2])}, not a volume: propagation "
-            "needs several slices (a 3D NIfTI/DICOM series) or a 2D+t sequence."
-        )
-    if img.data.shape[0] < 2:
-        raise InputError(f"{path.name} has a single slice: open it as a 2D image instead.")
+        return img
     reo = plane_reorientation(_orientation_affine(img, path), plane)
     return Volume(reo.to_display(img.data), img, plane, reo, "volume")
 
 
+def read_volume(path: str | Path, plane: str = "axial") -> Volume:
+    """Read a 3D volume (NIfTI, DICOM series) and show it as `plane` slices.
+
+    Raises InputError for a 2D image, a 4D file or an unknown plane, in plain words.
+    """
+    vol = open_image(path, plane)
+    name = Path(path).name
+    if not isinstance(vol, Volume):
+        raise InputError(
+            f"{name} is a 2D image {tuple(vol.data.shape[:2])}, not a volume: propagation "
+            "needs several slices (a 3D NIfTI/DICOM series) or a 2D+t sequence."
+        )
+    if vol.n_slices < 2:
+        raise InputError(f"{name} has a single slice: open it as a 2D image instead.")
+    return vol
+
+
 def _orientation_affine(img: ImageData, path: Path) -> np.ndarray:
-    """The affine that says which way is which; a file without geometry (a TIFF stack, DICOM
-    without orientation tags) is taken as already stored in the canonical axial layout."""
-    has_geometry = _suffix(path) in NIFTI_SUFFIXES or not np.allclose(img.affine, np.eye(4))
-    return img.affine if has_geometry else np.diag([-1.0, -1.0, 1.0, 1.0])
+    """The affine that says which way is which. A file without geometry (a TIFF stack, DICOM
+    without orientation tags, or a NIfTI whose affine is exactly the identity, the default of
+    tools that save plain arrays) is taken as already stored in the canonical axial layout:
+    its slices are used as stored, not turned by an orientation nobody recorded."""
+    if np.allclose(img.affine, np.eye(4)):
+        return np.diag([-1.0, -1.0, 1.0, 1.0])
+    return img.affine
 
 
 def read_sequence(path: str | Path) -> Volume:

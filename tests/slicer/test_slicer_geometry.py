@@ -72,3 +72,35 @@ def test_merge_slice_modes_touch_only_their_slice():
     np.testing.assert_array_equal(replaced[:, 2], mask)
     np.testing.assert_array_equal(added[:, 2], (current[:, 2] > 0) | mask)
     np.testing.assert_array_equal(removed[:, 2], (current[:, 2] > 0) & ~mask)
+
+
+@pytest.mark.parametrize("matrix", [LPS_CT, np.eye(4), np.array(
+    [[0, 0, 2.0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])])  # sagittal acquisition
+def test_slice_frame_round_trips_and_names_the_same_voxels(matrix):
+    """The core sees every slice in its canonical frame; masks and points map back exactly."""
+    shape = (5, 6, 7)
+    volume = np.random.default_rng(0).integers(0, 100, shape)
+    for axis in (0, 1, 2):
+        frame = geo.SliceFrame.of(matrix, axis, shape)
+        stack = frame.stack(volume)
+        np.testing.assert_array_equal(frame.to_kji(stack), volume)
+        for index in range(shape[axis]):
+            array_slice = geo.slice_of(volume, axis, index)
+            core_slice = stack[frame.core_index(index)]
+            np.testing.assert_array_equal(frame.mask_to_array(core_slice), array_slice)
+            (x, y), = frame.points_to_core([[2, 1]])
+            assert core_slice[int(y), int(x)] == array_slice[1, 2]
+
+
+def test_slice_frame_is_the_cli_frame(tmp_path):
+    """Slicer's slices of a NIfTI are the CLI's / napari's (`core.volume.open_image`), pixel for
+    pixel, so embeddings are shared between the front ends."""
+    import nibabel as nib
+
+    from napari_medsam.core.volume import open_image
+
+    data = np.random.default_rng(1).integers(0, 255, (7, 6, 5)).astype(np.int16)  # (i, j, k)
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(data, LPS_CT), path)
+    frame = geo.SliceFrame.of(LPS_CT, 0, data.T.shape)
+    np.testing.assert_array_equal(frame.stack(data.T), open_image(path).data)

@@ -197,7 +197,8 @@ def test_sagittal_slices_segment_along_their_own_axis(scene, logic, nifti_case, 
 
 def test_fresh_adapter_changes_nothing_and_switches_back(logic, lesion, tmp_path):
     """A LoRA adapter loaded through the Logic is used for the next prompt (a fresh one, B = 0,
-    must give the base model's mask); None goes back to the base model."""
+    must give the base model's mask); "none" is the base model, None the default (the click
+    adapter), both on the same loaded model."""
     pytest.importorskip("peft")
     if not features.has("adapters"):
         pytest.skip("this napari-medsam has no adapters yet")
@@ -215,8 +216,9 @@ def test_fresh_adapter_changes_nothing_and_switches_back(logic, lesion, tmp_path
         assert "fresh" in logic.loadAdapter(str(folder))
         assert adapters.active == "fresh"
         np.testing.assert_array_equal(logic.setBox(volume, box, z), before)
-        assert logic.loadAdapter(None) == "Using the base model."
+        assert logic.loadAdapter("none") == "Using the base model (no adapter)."
         assert adapters.active is None
+        assert "click adapter" in logic.loadAdapter(None) and adapters.active == "click"
     finally:
         adapters.remove("fresh")
         logic.adapterPath = None

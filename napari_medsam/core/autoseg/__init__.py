@@ -12,11 +12,12 @@ from .evaluate import evaluate_head, mean_dice
 from .heads import KINDS, PatchPromptHead, ShapeExpertHead
 from .infer import MODES, AutoHead, AutoResult, segment_embedding
 from .store import list_heads, load_head, resolve_head, save_head
-from .train import TrainConfig, TrainResult, train_head
+from .train import HeadTrainConfig, HeadTrainResult, train_head
 
 __all__ = [
     "KINDS", "MODES", "AutoHead", "AutoResult", "Example", "PatchPromptHead", "ShapeExpertHead",
-    "TrainConfig", "TrainResult", "evaluate_head", "list_heads", "list_pairs", "load_examples",
+    "HeadTrainConfig", "HeadTrainResult", "evaluate_head", "list_heads", "list_pairs",
+    "load_examples",
     "load_head", "make_example", "mean_dice", "pick_pairs", "resolve_head", "save_head",
     "segment_embedding", "train_head",
 ]

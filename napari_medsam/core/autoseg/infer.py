@@ -149,7 +149,7 @@ def _box_logits(predictor: Predictor, objects: list[dict], n: int, keep: bool,
         ok = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         if not ok.any():
             continue
-        pred = predictor.predict(box=boxes[ok])
+        pred = predictor.predict(box=boxes[ok], zoom=False)  # the heads' validated frame
         up = to_image(torch.from_numpy(pred.low_res_logits), predictor.embedding,
                       predictor.model.image_size).numpy()
         logits[s] = up.max(axis=0)

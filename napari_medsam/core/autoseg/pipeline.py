@@ -16,7 +16,7 @@ from .data import list_pairs, load_examples, pick_pairs
 from .evaluate import all_mode_combinations, best_mode, evaluate_head, mean_dice
 from .infer import MODES, AutoHead
 from .store import save_head
-from .train import TrainConfig, config_dict, train_head
+from .train import HeadTrainConfig, config_dict, train_head
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def fit_head(
     train: str | Path | list[dict],
     structures: list[int],
     names: list[str],
-    config: TrainConfig,
+    config: HeadTrainConfig,
     out: str | Path | None = None,
     dataset: str | None = None,
     max_images: int | None = None,

@@ -9,14 +9,14 @@ Shipped heads live in `napari_medsam/resources/heads/<name>/` and are found by n
 from __future__ import annotations
 
 import importlib.resources
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_folder
 from ..errors import CheckpointError
-from ..storage import check_base_model, read_metadata, replace_folder, write_metadata
+from ..storage import check_base_model, read_metadata, write_metadata
 from .heads import build_head, count_parameters
 from .infer import AutoHead
 
@@ -58,23 +58,19 @@ def save_head(folder: str | Path, head: torch.nn.Module, model, metadata: dict) 
         metadata: structures, names, training size, validation Dice, mode... (JSON values).
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
-    write_metadata(tmp, {
-        **metadata,
-        "format": FORMAT,
-        "kind": head.config["kind"],
-        "config": head.config,
-        "parameters": count_parameters(head),
-        "base_model": model.model_id,
-        "base_model_sha256": model.weights_sha256,
-    })
-    tmp.chmod(0o755)  # mkdtemp makes it private; a head is shared like any model file
-    for path in tmp.iterdir():
-        path.chmod(0o644)
-    return replace_folder(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        write_metadata(tmp, {
+            **metadata,
+            "format": FORMAT,
+            "kind": head.config["kind"],
+            "config": head.config,
+            "parameters": count_parameters(head),
+            "base_model": model.model_id,
+            "base_model_sha256": model.weights_sha256,
+        })
+    return folder
 
 
 def load_head(name_or_path: str | Path, model) -> AutoHead:

@@ -27,7 +27,7 @@ ProgressFn = Callable[[str, int, int, float], None]  # phase, step, total, loss
 
 
 @dataclass
-class TrainConfig:
+class HeadTrainConfig:
     """What to build and how long to train it (the defaults are the shipped heads' settings)."""
 
     kind: str = "patch"
@@ -50,9 +50,9 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class HeadTrainResult:
     head: torch.nn.Module
-    config: TrainConfig
+    config: HeadTrainConfig
     seconds: float  # wall clock
     cpu_seconds: float  # CPU time of this process (what a busy machine does not inflate)
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -62,7 +62,7 @@ class TrainResult:
         return count_parameters(self.head)
 
 
-def build(config: TrainConfig, n_structures: int, model) -> torch.nn.Module:
+def build(config: HeadTrainConfig, n_structures: int, model) -> torch.nn.Module:
     """A fresh head for `config`, its prompt bias set to the model's "no mask" embedding."""
     if config.kind not in KINDS:
         raise InputError(f"Unknown head kind '{config.kind}'. Choose one of: {', '.join(KINDS)}.")
@@ -121,15 +121,15 @@ def example_loss(model, head: torch.nn.Module, examples: list[Example]) -> float
 def train_head(
     model,
     examples: list[Example],
-    config: TrainConfig | None = None,
+    config: HeadTrainConfig | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> TrainResult:
+) -> HeadTrainResult:
     """Train a new head on `examples` (embeddings + per-structure targets).
 
     Raises CancelledError when `cancel()` turns true; InputError without examples.
     """
-    config = config or TrainConfig()
+    config = config or HeadTrainConfig()
     if not examples:
         raise InputError("No annotated images to train on: commit at least one annotation.")
     old_threads = torch.get_num_threads()
@@ -141,7 +141,7 @@ def train_head(
         torch.set_num_threads(old_threads)
 
 
-def _train(model, examples, config, progress, cancel) -> TrainResult:
+def _train(model, examples, config, progress, cancel) -> HeadTrainResult:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     n_structures = examples[0].target.shape[0]
@@ -206,9 +206,9 @@ def _train(model, examples, config, progress, cancel) -> TrainResult:
             if progress is not None:
                 progress("decoder", step + 1, config.decoder_steps, float(loss))
     head.eval()
-    return TrainResult(head.cpu(), config, time.perf_counter() - start,
+    return HeadTrainResult(head.cpu(), config, time.perf_counter() - start,
                        time.process_time() - cpu_start, history)
 
 
-def config_dict(config: TrainConfig) -> dict:
+def config_dict(config: HeadTrainConfig) -> dict:
     return asdict(config)

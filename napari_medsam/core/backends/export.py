@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import atomic_write_path
 from ..embeddings import default_cache_dir
 from ..errors import MedSAMError
 from .weights import ModelInfo
@@ -71,20 +69,6 @@ def merged(module, adapted: bool = True):
     return module
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _torch_export(module, args, path: Path, inputs, outputs, dynamic_axes=None) -> None:
     import torch
 
@@ -106,7 +90,7 @@ def export_encoder(model, path: str | Path) -> Path:
     adapted = bool(getattr(model, "encoder_tag", ""))
     encoder = export_ready(merged(model.image_encoder, adapted).cpu().float().eval())
     x = torch.zeros(1, 3, model.image_size, model.image_size)
-    return _write_atomic(Path(path), lambda p: _torch_export(
+    return atomic_write_path(Path(path), lambda p: _torch_export(
         encoder, (x,), p, ["image"], ["image_embeddings"]))
 
 
@@ -124,7 +108,7 @@ def export_decoder(model, path: str | Path, multimask: bool = False, adapted: bo
     prompt_encoder = copy.deepcopy(model.prompt_encoder).cpu().float().eval()
     wrapper = DecoderOnnx(prompt_encoder, decoder.cpu().float().eval(), model.image_size, multimask)
     side = model.prompt_encoder.image_embedding_size[0]
-    return _write_atomic(Path(path), lambda p: _torch_export(
+    return atomic_write_path(Path(path), lambda p: _torch_export(
         wrapper.eval(), example_inputs(model.image_size, side), p, INPUT_NAMES, OUTPUT_NAMES,
         DYNAMIC_AXES))
 
@@ -142,7 +126,7 @@ def load_torch_model(info: ModelInfo):
     elif info.decoder_tag or info.encoder_tag:
         raise MedSAMError(
             "This adapted model has not been exported yet and its adapter folder is unknown: "
-            "export it from the loaded model (make_backend(profile, model=model))."
+            "export it from the loaded model (runtime.build_backend(spec, model=model))."
         )
     return model
 
@@ -176,7 +160,7 @@ def ensure_encoder(info: ModelInfo, variant: str = "fp32", folder=None, model=No
         from .quantize import quantize_encoder
 
         log.warning("Quantizing the image encoder to int8 (once): %s", path)
-        _write_atomic(path, lambda p: quantize_encoder(fp32, p, info, variant, calibration))
+        atomic_write_path(path, lambda p: quantize_encoder(fp32, p, info, variant, calibration))
     return path
 
 
@@ -195,5 +179,5 @@ def ensure_decoder(info: ModelInfo, variant: str = "fp32", multimask: bool = Fal
     if variant == "int8":
         from .quantize import quantize_dynamic_int8
 
-        _write_atomic(path, lambda p: quantize_dynamic_int8(fp32, p))
+        atomic_write_path(path, lambda p: quantize_dynamic_int8(fp32, p))
     return path

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MedSAMError
+from ..routing import ADAPTER, BASE, Route, choose_decoder
 from .base import OUTSIDE_LOGIT, Backend, prompt_count
 from .preprocess import prepare_input
 from .weights import ModelInfo
@@ -128,8 +129,13 @@ class OnnxBackend(Backend):
     """Runs exported ONNX models with onnxruntime on the CPU.
 
     Args:
-        encoder_path, decoder_path: exported models (see `backends.export`).
+        encoder_path: exported encoder (see `backends.export`).
+        decoders: exported decoder per `routing` choice (ADAPTER, BASE, FALLBACK) that the
+            route can pick; a model without adapter has only BASE.
         info: the model they were exported from.
+        route: which decoder answers which prompt (`routing.choose_decoder`).
+        gate: the active adapter's `DomainGate` when the route is gated.
+        decoder_infos: the ModelInfo of each decoder (to export its multimask form on use).
         encoder_variant: "fp32", "int8" or "bf16" (decides the embedding cache id).
         decoder_variant: "fp32" or "int8" (for `describe`).
         roi_margin: None decodes the whole image (exact); a number decodes only the box region
@@ -138,11 +144,7 @@ class OnnxBackend(Backend):
             pauses the tokens outside the box grown by margin x its size and widened to at least
             `cells` per side (token pausing, the `fast` profile; needs `roi_margin`).
         threads: intra-op threads (default: `default_threads()`).
-        box_decoder_path: decoder for box-only prompts when the active adapter is a click
-            adapter that leaves boxes to the base model (None: the same decoder).
         encoder_engine: "onnxruntime", or "openvino" (`encoder_openvino`; fp32 or bf16).
-        gate: the fine-tuned adapter's `DomainGate`; images it refuses are decoded with
-            `fallback_paths` = (decoder for clicks, decoder for box-only prompts).
     """
 
     name = "onnxruntime"
@@ -150,33 +152,37 @@ class OnnxBackend(Backend):
     def __init__(
         self,
         encoder_path: str | Path,
-        decoder_path: str | Path,
+        decoders: dict[str, str | Path],
         info: ModelInfo,
+        route: Route | None = None,
+        gate=None,
+        decoder_infos: dict[str, ModelInfo] | None = None,
         encoder_variant: str = "fp32",
         decoder_variant: str = "fp32",
         roi_margin: float | None = None,
         threads: int | None = None,
-        box_decoder_path: str | Path | None = None,
-        gate=None,
-        fallback_paths: tuple[str | Path, str | Path] | None = None,
         encoder_engine: str = "onnxruntime",
         context: tuple[float, int] | None = None,
     ):
         self._info = info
-        self.encoder_path, self.decoder_path = Path(encoder_path), Path(decoder_path)
+        self.route = route or Route()
+        self.encoder_path = Path(encoder_path)
+        self.decoders = {k: Path(v) for k, v in decoders.items()}
+        self.decoder_infos = dict(decoder_infos or {})
+        self.gate = gate if self.route.gated else None
         self.encoder_variant = encoder_variant
         self.encoder_engine = encoder_engine
         self.decoder_variant = decoder_variant
         self.roi_margin = roi_margin
         self.context = context if roi_margin is not None else None
         self.threads = threads
-        self.box_decoder_path = Path(box_decoder_path) if box_decoder_path else None
-        self.gate = gate if fallback_paths else None
-        self.fallback_paths = tuple(Path(p) for p in fallback_paths) if fallback_paths else ()
         self.last_gate: tuple[float, bool] | None = None  # (distance, adapter used)
-        for path in (self.encoder_path, self.decoder_path, self.box_decoder_path,
-                     *self.fallback_paths):
-            if path is not None and not path.is_file():
+        missing = self.route.decoders() - set(self.decoders)
+        if missing:
+            raise MedSAMError(f"No exported decoder for {', '.join(sorted(missing))}: run "
+                              "napari-medsam export.")
+        for path in (self.encoder_path, *self.decoders.values()):
+            if not path.is_file():
                 raise MedSAMError(f"Exported model {path} is missing: run napari-medsam export.")
         # sessions open on first use: a cached embedding needs no encoder, and opening the
         # decoder after the first encoding keeps it out of the encoder's memory peak
@@ -186,6 +192,11 @@ class OnnxBackend(Backend):
     @property
     def info(self) -> ModelInfo:
         return self._info
+
+    @property
+    def decoder_path(self) -> Path:
+        """The decoder of clicks on an accepted image (the adapter's, else the base model's)."""
+        return self.decoders[ADAPTER if self.route.adapter else BASE]
 
     @property
     def model(self):
@@ -247,17 +258,11 @@ class OnnxBackend(Backend):
             "ctx_rows": ctx_rows,
             "ctx_cols": ctx_cols,
         }
-        base = coords is None and self.box_decoder_path is not None  # box-only: base decoder
-        refused = self._gate_refuses(features)
+        choice = choose_decoder(self.route, coords is not None, self._gate_verdict(features))
         if multimask:
-            session = self._multimask_session(base or refused)
-        elif refused:
-            which = 0 if coords is not None else 1
-            session = self._session(f"fallback{which}", self.fallback_paths[which])
-        elif base:
-            session = self._session("box_decoder", self.box_decoder_path)
+            session = self._multimask_session(choice)
         else:
-            session = self._session("decoder", self.decoder_path)
+            session = self._session(choice, self.decoders[choice])
         logits, iou = session.run(None, feeds)
         if multimask:
             best = iou.argmax(axis=1)
@@ -269,22 +274,23 @@ class OnnxBackend(Backend):
             logits = canvas
         return logits, iou[:, 0].astype(np.float32)
 
-    def _gate_refuses(self, features) -> bool:
+    def _gate_verdict(self, features) -> bool | None:
         if self.gate is None:
             self.last_gate = None
-            return False
+            return None
         self.last_gate = self.gate.check(features)
-        return not self.last_gate[1]
+        return self.last_gate[1]
 
-    def _multimask_session(self, base: bool):
-        """The three-candidate decoder, exported on first use (imports torch once)."""
-        key = f"multi{'-base' if base else ''}"
+    def _multimask_session(self, choice: str):
+        """The three-candidate decoder of `choice`, exported on first use (imports torch once)."""
+        key = f"multi-{choice}"
         if key not in self._sessions:
             from .export import ensure_decoder
 
-            info = self._info.base if base else self._info
+            info = self.decoder_infos.get(choice) or (
+                self._info if choice == ADAPTER else self._info.base)
             path = ensure_decoder(info, self.decoder_variant, multimask=True,
-                                  folder=self.decoder_path.parent)
+                                  folder=self.decoders[choice].parent)
             self._sessions[key] = open_session(path, self.threads)
         return self._sessions[key]
 

@@ -71,7 +71,7 @@ def prepare_input(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Resize the longest side, normalise and pad a float [0, 1] (H, W, 3) image.
 
-    Same result as `SamModel.prepare_input`, without torch.
+    The one preprocessing of every backend (torch gets this array as a tensor).
 
     Returns:
         The (1, 3, S, S) float32 encoder input and the (h, w) size of the image in the padding.
@@ -113,8 +113,8 @@ def upscale_logits(
 ) -> np.ndarray:
     """(N, 1|-, S, S) low-res logits -> (N, H, W) logits on the original image grid.
 
-    Same two bilinear steps as `Predictor.upscale` (to the encoder frame, crop the padding, to the
-    original size).
+    Two bilinear steps, as segment_anything's postprocessing: to the encoder frame, crop the
+    padding, to the original size.
     """
     x = logits.reshape(-1, *logits.shape[-2:]).astype(np.float32, copy=False)
     x = resize_bilinear(x, (image_size, image_size))

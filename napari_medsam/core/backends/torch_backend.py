@@ -15,6 +15,7 @@ import torch
 
 from ..adapters import routed
 from .base import Backend, prompt_count
+from .preprocess import prepare_input
 from .weights import ModelInfo
 
 HALF_MIN_INPUT = 1024  # encoder input side from which fp16 autocast pays on a GPU
@@ -67,7 +68,8 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def encode(self, image01: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        x, resized = self.model.prepare_input(image01)
+        x, resized = prepare_input(image01, self.model.image_size, self.model.normalization)
+        x = torch.from_numpy(x).to(self.model.device)
         if self.half:
             with torch.autocast(self.model.device.type, dtype=torch.float16):
                 features = self.model.image_encoder(x)

@@ -72,10 +72,8 @@ class ModelInfo:
         adapters = getattr(model, "adapters", None)
         active = getattr(adapters, "active", None)
         if active:
-            config = adapters.peft.peft_config[active]
-            params = ((k.replace(f".{active}.", "."), v.detach().float().cpu().numpy())
-                      for k, v in adapters.parameters(active).items())
-            tag = adapter_tag(params, config.r, config.lora_alpha)
+            tag = adapters.tag(active)
+            folder = str(adapters.folders.get(active, ""))
             box_base = adapters.metadata.get(active, {}).get("box_prompts") == "base"
         return cls(
             model_id=model.model_id,
@@ -102,6 +100,11 @@ def adapter_tag(params, rank, alpha) -> str:
         digest.update(key.encode())
         digest.update(np.ascontiguousarray(value, dtype=np.float32).tobytes())
     return f"lora.{digest.hexdigest()[:12]}"
+
+
+def encoder_tag(tag: str) -> str:
+    """The embedding cache tag of an adapter that changes the image encoder."""
+    return f"lora-{tag}"
 
 
 def click_adapter_folder(flag: bool | None = None) -> Path | None:
@@ -162,37 +165,47 @@ def resolve_model(
         checkpoint_path=str(path),
         image_size=256 if kind == "litemedsam" else 1024,
         normalization="sam" if kind == "sam_vit_b" else "unit",
-        encoder_tag=f"lora-{tag}" if encoder else "",
+        encoder_tag=encoder_tag(tag) if encoder else "",
         decoder_tag=tag,
         adapter_dir=str(folder or ""),
         box_base=box_base,
     )
 
 
-def gate_route(info: ModelInfo, model=None):
-    """(domain gate, fallback ModelInfo) of the adapter `info` runs, or (None, None).
+def onnx_route(info: ModelInfo, model=None, use_gate: bool | None = None):
+    """(routing.Route, domain gate, fallback ModelInfo) of the adapter `info` runs.
 
-    The fallback decodes the images the gate refuses: the shipped click adapter when the adapter
-    was initialised from it (and clicks are on), else the base model. See `core.domain_gate`.
+    With a loaded torch `model`, its `Adapters` answer (exactly what the torch backend does);
+    otherwise the adapter folder's metadata: a fine-tuned adapter's gate refuses unlike images,
+    which then decode with the adapter it was initialised from (the shipped click adapter, when
+    clicks are on) or the base model; the click adapter leaves box-only prompts to the base.
     """
     from ..checkpoints import CLICK_ADAPTER_NAME
     from ..domain_gate import DomainGate, gate_wanted
+    from ..routing import Route
 
-    gate, source = None, None
+    use_gate = gate_wanted() if use_gate is None else bool(use_gate)
     adapters = getattr(model, "adapters", None) if model is not None else None
     if adapters is not None and getattr(adapters, "active", None):
-        gate = adapters.gates.get(adapters.active) if adapters.use_gate else None
-        source = adapters.fallback(adapters.active)
-    elif info.adapter_dir and info.decoder_tag and not info.encoder_tag and gate_wanted():
-        folder = Path(info.adapter_dir)
-        gate = DomainGate.load(folder)
-        meta_file = folder / "metadata.json"
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        source = meta.get("initialised_from")
-    if gate is None:
-        return None, None
-    click = click_adapter_folder() if source == CLICK_ADAPTER_NAME else None
-    if click is None:
-        return gate, info.base
-    tag, box_base, _ = adapter_identity(click)
-    return gate, replace(info.base, decoder_tag=tag, adapter_dir=str(click), box_base=box_base)
+        route = adapters.route()
+        gate = adapters.gates.get(adapters.active) if route.gated else None
+        name = adapters.fallback(adapters.active) if route.fallback else None
+        folder = adapters.folders.get(name) if name else None
+    else:
+        if not info.decoder_tag:
+            return Route(), None, None
+        gate, folder = None, None
+        if info.adapter_dir and not info.encoder_tag and use_gate:
+            meta_file = Path(info.adapter_dir) / "metadata.json"
+            meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+            gate = DomainGate.load(info.adapter_dir)
+            if gate is not None and meta.get("initialised_from") == CLICK_ADAPTER_NAME:
+                folder = click_adapter_folder()
+        fallback_box_base = folder is not None and adapter_identity(folder)[1]
+        route = Route(adapter=True, box_base=info.box_base, gated=gate is not None,
+                      fallback=folder is not None, fallback_box_base=fallback_box_base)
+    if folder is None:
+        return route, gate, None
+    tag, box_base, _ = adapter_identity(folder)
+    return route, gate, replace(info.base, decoder_tag=tag, adapter_dir=str(folder),
+                                box_base=box_base)

@@ -19,7 +19,7 @@ from ..embeddings import EmbeddingCache
 from ..errors import CancelledError, InputError
 from ..evaluation import load_manifest
 from ..intensity import Preset, suggest_preset
-from ..io import read_image
+from ..volume import open_image
 
 ProgressFn = Callable[[int, int], None]
 
@@ -152,8 +152,8 @@ def from_manifest(
     for n, pair in enumerate(pairs):
         if cancel is not None and cancel():
             raise CancelledError(f"Reading training images cancelled after {n} of {len(pairs)}.")
-        img = read_image(data_dir / pair["image"])
-        gt = np.asarray(read_image(data_dir / pair["mask"]).data)
+        img = open_image(data_dir / pair["image"])  # volumes as axial slices, like every verb
+        gt = img.labels_from_file(data_dir / pair["mask"])
         preset = suggest_preset(img.data, pair.get("modality", ""))
         if img.is_volume:
             bounds = preset.bounds(img.data)
@@ -176,7 +176,7 @@ def from_manifest(
     return out
 
 
-def load_features(cache: EmbeddingCache, key: str) -> np.ndarray:
+def cached_features(cache: EmbeddingCache, key: str) -> np.ndarray:
     """(256, 64, 64) float32 features of a cached embedding, or a clear error."""
     entry = cache.get(key)
     if entry is None:

@@ -19,7 +19,7 @@ from ..adapters import adapters_of
 from ..domain_gate import DomainGate, reference_spread
 from ..domain_gate import describe as profile_of
 from ..embeddings import EmbeddingCache
-from .data import TrainSet, describe, load_features
+from .data import TrainSet, cached_features, describe
 from .loop import Progress, TrainConfig, TrainResult, train
 
 
@@ -32,7 +32,7 @@ def resume_dir(out: str | Path) -> Path:
 def fit_gate(model, sets: list[TrainSet], cache: EmbeddingCache) -> DomainGate:
     """The domain gate of an adapter from its training (and validation) images' embeddings."""
     images = list({im.key: im for data in sets for im in data.images}.values())  # one per image
-    profiles = np.stack([profile_of(load_features(cache, im.key)) for im in images])
+    profiles = np.stack([profile_of(cached_features(cache, im.key)) for im in images])
     return DomainGate.fit(profiles, [im.group for im in images],
                           reference_spread(model.model_id))
 

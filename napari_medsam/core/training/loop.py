@@ -16,7 +16,7 @@ import torch
 
 from ..embeddings import EmbeddingCache
 from ..errors import CancelledError, InputError
-from .data import TrainSet, load_features
+from .data import TrainSet, cached_features
 from .rollout import Batch, Rollout, seg_loss
 from .state import load_state, save_state
 
@@ -119,7 +119,7 @@ def validate(model, data: TrainSet, cache: EmbeddingCache, n_clicks: int = 5,
 
 
 def make_batch(data: TrainSet, indices: list[int], cache: EmbeddingCache, device) -> Batch:
-    feats = np.stack([load_features(cache, data.images[data.objects[i][0]].key) for i in indices])
+    feats = np.stack([cached_features(cache, data.images[data.objects[i][0]].key) for i in indices])
     truth = np.stack([data.truth(i) for i in indices])[:, None].astype(np.float32)
     valid = np.stack([data.valid(i) for i in indices])[:, None].astype(np.float32)
     return Batch(torch.from_numpy(feats).to(device), torch.from_numpy(truth).to(device),

@@ -6,26 +6,16 @@ Written atomically after every validation, so a crash or a cancel loses at most 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from ..atomic import atomic_text, atomic_write_path
+
 TENSORS = "state.safetensors"
 INFO = "state.json"
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def save_state(folder, params, optimizer, scheduler, *, step, history, best, best_step,
@@ -46,8 +36,8 @@ def save_state(folder, params, optimizer, scheduler, *, step, history, best, bes
             "val_before": val_before, "rng_seed": rng_seed, "names": names,
             "scheduler": {k: v for k, v in scheduler.state_dict().items()
                           if isinstance(v, (int, float, list))}}
-    _atomic(folder / TENSORS, lambda tmp: save_file(tensors, tmp))
-    _atomic(folder / INFO, lambda tmp: Path(tmp).write_text(json.dumps(info)))
+    atomic_write_path(folder / TENSORS, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_text(folder / INFO, json.dumps(info))
 
 
 def load_state(folder, params, optimizer, scheduler) -> dict | None:

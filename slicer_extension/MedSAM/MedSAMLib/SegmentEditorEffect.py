@@ -212,7 +212,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         logic.resetPrompts(volume, axis)
         key = self._key(volume, segmentation, segment_id, axis, index)
         if self.modeBox.currentData == "replace":
-            base = np.zeros(logic.session(volume, axis).slice_image(index).shape[:2], bool)
+            base = np.zeros(logic.sliceShape(volume, axis), bool)
         else:
             stack = logic.segmentStack(segmentation, segment_id, volume, axis)
             base = stack[index] > 0

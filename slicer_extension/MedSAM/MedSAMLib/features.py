@@ -47,7 +47,7 @@ def has(feature: str) -> bool:
     """True when `feature` ("propagation", "auto", "adapters", "profiles") is available."""
     try:
         {"propagation": propagation, "auto": autoseg, "adapters": adapters,
-         "profiles": backends}[feature]()
+         "profiles": runtime}[feature]()
     except FeatureMissing:
         return False
     return True
@@ -69,17 +69,17 @@ def adapters():
     return module
 
 
-def backends():
-    """The core's `backends` package (make_backend: torch or ONNX Runtime profiles)."""
-    module = _module("backends")
-    _need(module, "make_backend", "Execution profiles (ONNX Runtime)")
+def runtime():
+    """The core's `runtime` module (RuntimeSpec, Runtime: torch or ONNX Runtime profiles)."""
+    module = _module("runtime")
+    _need(module, "Runtime", "This MedSAM module")
     return module
 
 
 def profile_names() -> list[str]:
     """ONNX Runtime profiles to offer besides torch (accurate, balanced, fast, auto)."""
     try:
-        backends()
+        runtime()
     except FeatureMissing:
         return []
     profiles = _module("profiles")

@@ -187,3 +187,85 @@ def edit_steps(mask2d: np.ndarray, mode: str) -> list[tuple[str, np.ndarray]]:
     if mode in ("add", "remove"):
         return [(mode, mask)]
     raise GeometryError(f"Unknown mode '{mode}': use replace, add or remove.")
+
+
+PLANE_OF_WORLD_AXIS = {0: "sagittal", 1: "coronal", 2: "axial"}  # R/L, A/P, S/I normals
+
+
+def plane_for_axis(ijk_to_ras_matrix: np.ndarray, axis: int) -> str:
+    """The anatomical plane of the slices cut across array `axis` (axial, coronal, sagittal)."""
+    from nibabel.orientations import io_orientation
+
+    in_plane_axes(axis)
+    ornt = io_orientation(matrix_from_affine(ijk_to_ras_matrix))  # per I, J, K: world axis
+    return PLANE_OF_WORLD_AXIS[int(ornt[2 - axis, 0])]
+
+
+@dataclass(frozen=True)
+class SliceFrame:
+    """How the slices across one array axis are shown to the core: in the canonical display
+    frame of their plane (`napari_medsam.core.volume`), the same pixels the CLI and napari give
+    the model, so embeddings are shared and masks agree. The Logic's own API stays in voxel
+    terms (array index along the axis, x = column and y = row of the array slice); this frame
+    converts between the two.
+    """
+
+    axis: int
+    shape_kji: tuple[int, int, int]
+    reorientation: object  # core.volume.Reorientation, stored (K, J, I) -> displayed
+
+    @classmethod
+    def of(cls, ijk_to_ras_matrix: np.ndarray, axis: int, shape_kji) -> SliceFrame:
+        from napari_medsam.core.volume import plane_reorientation
+
+        plane = plane_for_axis(ijk_to_ras_matrix, axis)
+        reo = plane_reorientation(matrix_from_affine(ijk_to_ras_matrix), plane)
+        if reo.axes[0] != axis:
+            raise GeometryError(f"The {plane} slices of this volume do not run across array "
+                                f"axis {axis}.")
+        return cls(axis, tuple(int(v) for v in shape_kji), reo)
+
+    @property
+    def _transposed(self) -> bool:
+        return self.reorientation.axes[1] != in_plane_axes(self.axis)[0]
+
+    def stack(self, array_kji: np.ndarray) -> np.ndarray:
+        """(K, J, I) array -> the core's (slices, rows, columns) stack."""
+        return self.reorientation.to_display(array_kji)
+
+    def to_kji(self, stack: np.ndarray) -> np.ndarray:
+        """The core's stack -> (K, J, I) (exact inverse of `stack`)."""
+        return self.reorientation.to_stored(stack)
+
+    def core_index(self, index: int) -> int:
+        """Array index along the axis <-> the core's slice index (the map is its own inverse)."""
+        n = self.shape_kji[self.axis]
+        return n - 1 - int(index) if self.reorientation.flips[0] else int(index)
+
+    def mask_to_array(self, shown: np.ndarray | None) -> np.ndarray | None:
+        """A core slice mask -> the same mask on the array slice (rows, columns)."""
+        if shown is None:
+            return None
+        out = np.asarray(shown)
+        flips = tuple(d for d in (0, 1) if self.reorientation.flips[d + 1])
+        out = np.flip(out, flips) if flips else out
+        return np.ascontiguousarray(out.T if self._transposed else out)
+
+    def points_to_core(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2) x, y on the array slice -> x, y on the core's slice."""
+        pts = np.atleast_2d(np.asarray(points, dtype=float)).copy()
+        if self._transposed:
+            pts = pts[:, ::-1].copy()
+        k, j, i = self.shape_kji
+        sizes = {0: k, 1: j, 2: i}
+        rows, cols = (sizes[a] for a in self.reorientation.axes[1:])
+        if self.reorientation.flips[1]:
+            pts[:, 1] = rows - 1 - pts[:, 1]
+        if self.reorientation.flips[2]:
+            pts[:, 0] = cols - 1 - pts[:, 0]
+        return pts
+
+    def box_to_core(self, box) -> np.ndarray:
+        """x0, y0, x1, y1 on the array slice -> the same box on the core's slice."""
+        b = np.asarray(box, dtype=float).reshape(4)
+        return box_from_points(self.points_to_core([[b[0], b[1]], [b[2], b[3]]]))

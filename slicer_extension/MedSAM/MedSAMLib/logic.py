@@ -9,14 +9,14 @@ camelCase convention; everything heavy also has a background-job form (see jobs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
-from . import editing, nodes, tasks
+from . import editing, features, nodes
 from . import geometry as geo
 from .jobs import BackgroundJob
+from .logic_background import BackgroundWork, BusyError, Entry
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -25,18 +25,7 @@ CancelFn = Callable[[], bool]
 MAX_SESSIONS = 4  # volumes x axes kept ready; older ones are rebuilt (from the cache) on use
 
 
-class BusyError(RuntimeError):
-    """A propagation or automatic run is using the model; prompts wait for it."""
-
-
-@dataclass
-class _Entry:
-    session: object
-    mtime: int
-    shape_kji: tuple[int, int, int]
-
-
-class MedSAMLogic:
+class MedSAMLogic(BackgroundWork):
     """Interactive and batch segmentation of Slicer volumes with LiteMedSAM.
 
     Args:
@@ -53,16 +42,30 @@ class MedSAMLogic:
         self.preset = preset
         self.device = device
         self.profile = profile
-        self._entries: dict[tuple[str, int], _Entry] = {}
+        self._entries: dict[tuple[str, int], Entry] = {}
         self.busyJob: BackgroundJob | None = None
         self.adapterPath: str | None = None
         self._editor: editing.SliceEditor | None = None
+        self._runtime = None  # the core's Runtime: the model stays loaded across settings
+        self._cache = None
+        if predictor is not None and predictor.backend.name == "torch":  # reuse its model
+            runtime = features.runtime()
+            model = predictor.backend.model
+            self._runtime, self._cache = runtime.Runtime(), predictor.cache
+            self.device = self.device or str(model.device)
+            self._runtime.adopt(model, runtime.RuntimeSpec(device=self.device))
 
     # ---- model -------------------------------------------------------------------------------
     def getPredictor(self):
-        """The predictor, built on first use (loading the model takes a few seconds)."""
+        """The predictor, built on first use (loading the model takes a few seconds) through the
+        core's runtime builder, over the per-user disk cache of embeddings."""
         if self._predictor is None:
-            self._predictor = tasks.make_predictor(self.device, self.profile, self.adapterPath)
+            runtime = features.runtime()
+            if self._runtime is None:
+                self._runtime, self._cache = runtime.Runtime(), runtime.default_cache()
+            spec = runtime.RuntimeSpec(profile=self.profile or "torch", device=self.device,
+                                       adapter=self.adapterPath)
+            self._predictor = self._runtime.predictor(spec, self._cache)
         return self._predictor
 
     def setProfile(self, profile: str | None) -> None:
@@ -83,26 +86,38 @@ class MedSAMLogic:
             self._entries.clear()
 
     def loadAdapter(self, path: str | None) -> str:
-        """Use a LoRA adapter (folder or registry name), or None for the base model.
+        """Use a LoRA adapter (folder or registry name); None for the default (LiteMedSAM with
+        its shipped click adapter), "none" for the base model alone.
 
-        On torch it is switched in place; an ONNX Runtime profile is rebuilt with the adapter
-        merged (exported once). Returns a sentence for the status line.
+        On torch it is switched in place on the loaded model; an ONNX Runtime profile gets the
+        adapter merged (exported once). Returns a sentence for the status line.
         """
         self.adapterPath = path or None
         self._entries.clear()
-        if self.profile is None:
-            return tasks.load_adapter(self.getPredictor(), self.adapterPath)
         self._predictor = None
         self.getPredictor()
-        return f"Using adapter '{path}'." if path else "Using the base model."
+        if not path:
+            return "Using the default model (LiteMedSAM with its click adapter)."
+        if path.strip().lower() == "none":
+            return "Using the base model (no adapter)."
+        return f"Using adapter '{path}'."
 
     # ---- sessions ------------------------------------------------------------------------------
     def session(self, volumeNode, axis: int = 0):
-        """The core Session of this volume cut along array `axis` (0 = K slices).
+        """The core Session of this volume cut across array `axis` (0 = K slices), its slices
+        in the canonical display frame of their plane (`frame`): the same pixels the CLI and
+        napari give the model.
 
         Rebuilt when the volume's voxels change; embeddings are cached by content, so a rebuild
         of the same voxels re-encodes nothing.
         """
+        return self._entry(volumeNode, axis).session
+
+    def frame(self, volumeNode, axis: int = 0) -> geo.SliceFrame:
+        """How the array slices across `axis` map to the session's slices."""
+        return self._entry(volumeNode, axis).frame
+
+    def _entry(self, volumeNode, axis: int) -> Entry:
         from napari_medsam.core.session import Session
 
         geo.in_plane_axes(axis)
@@ -114,46 +129,63 @@ class MedSAMLogic:
         entry = self._entries.get(key)
         if entry is None or entry.mtime != mtime:
             array = nodes.volume_array(volumeNode)
+            frame = geo.SliceFrame.of(nodes.ijk_to_ras_matrix(volumeNode), axis, array.shape)
             session = Session(self.getPredictor(), preset=self.preset)
-            session.set_image(np.ascontiguousarray(geo.stack_for_axis(array, axis)), is_volume=True)
-            entry = _Entry(session, mtime, tuple(array.shape))
+            session.set_image(frame.stack(array), is_volume=True)
+            entry = Entry(session, mtime, frame)
             self._entries.pop(key, None)
             self._entries[key] = entry
             while len(self._entries) > MAX_SESSIONS:  # each holds a copy of its volume
                 self._entries.pop(next(iter(self._entries)))
-        return entry.session
+        return entry
+
+    def sliceShape(self, volumeNode, axis: int = 0) -> tuple[int, int]:
+        """(rows, columns) of an array slice across `axis`."""
+        rows, cols = geo.in_plane_axes(axis)
+        shape = self.shape(volumeNode)
+        return shape[rows], shape[cols]
 
     def shape(self, volumeNode) -> tuple[int, int, int]:
         """(K, J, I) size of the volume."""
         return tuple(volumeNode.GetImageData().GetDimensions())[::-1]
 
-    def _ready(self, volumeNode, axis: int, index: int):
+    def _ready(self, volumeNode, axis: int, index: int) -> Entry:
         if self.busyJob is not None and self.busyJob.running:
             raise BusyError(f"{self.busyJob.name} is running: wait for it or cancel it first.")
-        session = self.session(volumeNode, axis)
-        session.set_slice(int(index))
-        return session
+        entry = self._entry(volumeNode, axis)
+        if not 0 <= int(index) < entry.frame.shape_kji[axis]:
+            raise nodes.NodeError(f"Slice {index} is outside the volume (0 to "
+                                  f"{entry.frame.shape_kji[axis] - 1}).")
+        entry.session.set_slice(entry.frame.core_index(index))
+        return entry
 
     # ---- prompts in slice pixels -----------------------------------------------------------
     def setBox(self, volumeNode, box, index: int, axis: int = 0) -> np.ndarray:
-        """Box x0, y0, x1, y1 (slice columns/rows) on slice `index`; returns the preview mask."""
-        return self._ready(volumeNode, axis, index).set_box(box)
+        """Box x0, y0, x1, y1 (array slice columns/rows) on slice `index`; returns the preview
+        mask on that array slice."""
+        entry = self._ready(volumeNode, axis, index)
+        return entry.frame.mask_to_array(entry.session.set_box(entry.frame.box_to_core(box)))
 
     def addPoint(self, volumeNode, x: float, y: float, index: int, positive: bool = True,
                  axis: int = 0) -> np.ndarray:
-        """A click on slice `index`; returns the preview mask."""
-        return self._ready(volumeNode, axis, index).add_point(x, y, positive)
+        """A click on slice `index` (array slice column x, row y); returns the preview mask."""
+        entry = self._ready(volumeNode, axis, index)
+        (cx, cy), = entry.frame.points_to_core([[x, y]])
+        return entry.frame.mask_to_array(entry.session.add_point(cx, cy, positive))
 
     def undoPrompt(self, volumeNode, axis: int = 0) -> np.ndarray | None:
-        return self.session(volumeNode, axis).undo()
+        entry = self._entry(volumeNode, axis)
+        return entry.frame.mask_to_array(entry.session.undo())
 
     def resetPrompts(self, volumeNode, axis: int = 0) -> None:
         self.session(volumeNode, axis).reset_prompts()
 
     def preview(self, volumeNode, axis: int = 0) -> tuple[int, np.ndarray | None]:
-        """(slice index, preview mask or None) of the object being drawn."""
-        session = self.session(volumeNode, axis)
-        return session.current_slice, session.preview
+        """(array slice index, preview mask on that slice or None) of the object being drawn."""
+        entry = self._entry(volumeNode, axis)
+        session = entry.session
+        return (entry.frame.core_index(session.current_slice),
+                entry.frame.mask_to_array(session.preview))
 
     # ---- prompts in RAS (what slice views give) --------------------------------------------
     def axisForSliceNormal(self, volumeNode, normalRAS) -> int:
@@ -224,9 +256,14 @@ class MedSAMLogic:
         )
 
     def addToSegment(self, segmentationNode, segmentId: str, volumeNode, stack, axis: int = 0):
-        """Union a (slices, rows, columns) mask stack into the segment; nothing is removed."""
+        """Union a (slices, rows, columns) mask stack along array `axis` into the segment;
+        nothing is removed."""
+        self._union(segmentationNode, segmentId, volumeNode,
+                    geo.stack_to_kji(np.asarray(stack) > 0, axis))
+
+    def _union(self, segmentationNode, segmentId: str, volumeNode, kji: np.ndarray) -> None:
         current = nodes.segment_array(segmentationNode, segmentId, volumeNode)
-        merged = current | geo.stack_to_kji(np.asarray(stack) > 0, axis)
+        merged = (current > 0) | (np.asarray(kji) > 0)
         nodes.write_segment(segmentationNode, segmentId, volumeNode, merged.astype(np.uint8))
 
     def segmentBox(self, volumeNode, segmentationNode, segmentId: str, box, index: int,
@@ -235,91 +272,6 @@ class MedSAMLogic:
         mask = self.setBox(volumeNode, box, index, axis)
         self.applyPreview(segmentationNode, segmentId, volumeNode, axis, mode)
         return mask
-
-    # ---- embedding the volume ahead of the clicks ------------------------------------------
-    def iterEmbedding(self, volumeNode, axis: int = 0, start: int | None = None,
-                      slices=None) -> Iterator[tuple[int, int]]:
-        """Encode slices (start first, then outward) into the cache; yields (done, total).
-
-        Only the cache is written, so clicks on other slices may go on meanwhile.
-        """
-        session = self.session(volumeNode, axis)
-        order = list(slices) if slices is not None else session.slice_order(start)
-        yield from tasks.embed_slices(session, order)
-
-    def startEmbedding(self, volumeNode, axis: int = 0, start: int | None = None) -> BackgroundJob:
-        """Encode the whole volume in a background thread (progress, cancel)."""
-        session = self.session(volumeNode, axis)
-        order = session.slice_order(start)
-
-        def work(progress: ProgressFn, cancelled: CancelFn) -> int:
-            done = 0
-            for done, total in tasks.embed_slices(session, order):
-                progress(done, total)
-                if cancelled():
-                    break
-            return done
-
-        return BackgroundJob(work, name="Embedding")
-
-    # ---- propagation through slices / frames -------------------------------------------------
-    def startPropagation(self, volumeNode, segmentationNode, segmentId: str, index: int,
-                         axis: int = 0, mode: str = "volume",
-                         direction: str = "both") -> BackgroundJob:
-        """Propagate the segment's mask on slice `index` to its neighbours, in the background.
-
-        Slices where the segment already has voxels are kept as they are (and guide the next
-        slices). When the job ends, the new slices are added to the segment on the polling
-        thread; a cancelled run keeps the slices it finished.
-        """
-        session = self._ready(volumeNode, axis, index)
-        stack = self.segmentStack(segmentationNode, segmentId, volumeNode, axis).copy()
-        if not stack[index].any():
-            _, preview = self.preview(volumeNode, axis)
-            if preview is None or not preview.any():
-                raise nodes.NodeError(
-                    f"The segment is empty on slice {index}: segment it there first."
-                )
-            stack[index] = preview
-
-        def work(progress: ProgressFn, cancelled: CancelFn):
-            return tasks.propagate(session, stack, index, mode, direction, progress, cancelled)
-
-        def finish(outcome: tasks.PropagationOutcome):
-            self.addToSegment(segmentationNode, segmentId, volumeNode, outcome.stack, axis)
-            return outcome
-
-        self.busyJob = BackgroundJob(work, finish, name="Propagation")
-        return self.busyJob
-
-    def propagate(self, volumeNode, segmentationNode, segmentId: str, index: int,
-                  axis: int = 0, mode: str = "volume", direction: str = "both"):
-        """Blocking form of `startPropagation`; returns the outcome (slices, scores, stops)."""
-        return self.startPropagation(volumeNode, segmentationNode, segmentId, index, axis, mode,
-                                     direction).wait()
-
-    # ---- automatic heads --------------------------------------------------------------------
-    def startAuto(self, volumeNode, segmentationNode, head: str, slices=None,
-                  axis: int = 0) -> BackgroundJob:
-        """Run an automatic head on slices (default: all) in the background; one segment per
-        structure of the head, added to (never replacing) what is there."""
-        session = self.session(volumeNode, axis)
-        loaded = tasks.load_head(head, self.getPredictor())
-        order = list(slices) if slices is not None else list(range(session.n_slices))
-
-        def work(progress: ProgressFn, cancelled: CancelFn):
-            return tasks.auto_segment(session, loaded, order, progress, cancelled)
-
-        def finish(outcome: tasks.AutoOutcome) -> dict[str, str]:
-            ids = {}
-            for value, name in zip(outcome.values, outcome.names, strict=True):
-                ids[name] = nodes.segment_id(segmentationNode, name)
-                self.addToSegment(segmentationNode, ids[name], volumeNode,
-                                  outcome.labels == value, axis)
-            return ids
-
-        self.busyJob = BackgroundJob(work, finish, name="Automatic segmentation")
-        return self.busyJob
 
     # ---- echo 2D+t from a sequence ----------------------------------------------------------
     def volumeFromSequence(self, sequenceNode, name: str | None = None):

@@ -17,64 +17,14 @@ ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
 
-def make_predictor(device: str | None = None, profile: str | None = None,
-                   adapter: str | None = None):
-    """LiteMedSAM predictor with the per-user disk cache of embeddings.
-
-    Args:
-        device: torch device ("cpu", "cuda"); default cuda when available.
-        profile: execution profile of the core's backends ("torch", or the ONNX Runtime
-            profiles accurate, balanced, fast, auto); None means torch.
-        adapter: a LoRA adapter folder or registry name to run with (None: base model).
-    """
-    from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir
-    from napari_medsam.core.predictor import Predictor
-
-    cache = EmbeddingCache(disk_dir=default_cache_dir() / "embeddings")
-    try:
-        backends = features.backends()
-    except features.FeatureMissing:
-        backends = None
-    if backends is not None:
-        backend = backends.make_backend(profile or "torch", device=device, adapter=adapter)
-        return Predictor(cache=cache, backend=backend)
-    if profile not in (None, "torch"):
-        backends = features.backends()  # raises the "needs a newer napari-medsam" message
-    from napari_medsam.core.model import default_device, load_model
-
-    predictor = Predictor(load_model("litemedsam", device=device or default_device()), cache)
-    if adapter:
-        load_adapter(predictor, adapter)
-    return predictor
-
-
-def load_adapter(predictor, path: str | None) -> str:
-    """Switch the torch model's LoRA adapter in place (None: the base model). Decoder-only
-    adapters keep every cached embedding valid; encoder adapters change the cache key."""
-    adapters = features.adapters()
-    loaded = adapters.adapters_of(predictor.model)
-    if not path:
-        loaded.activate(None)
-        return "Using the base model."
-    name = loaded.load(adapters.find_adapter(path))
-    return f"Using adapter '{name}'."
-
-
 def embed_slices(session, order: list[int]) -> Iterator[tuple[int, int]]:
     """Encode the slices in `order` into the predictor's cache; yields (done, total).
 
     The predictor's current image is left alone (so a click in the main thread is never
-    answered on the wrong slice); slices already cached cost nothing.
+    answered on the wrong slice); slices already cached cost nothing. (`Session.embedding`.)
     """
-    predictor = session.predictor
-    total = len(order)
-    for i, z in enumerate(order):
-        image = session.slice_image(z)
-        key = predictor.image_key(image, session.preset, session.bounds)
-        if key not in predictor.cache:
-            predictor.cache.put(key, predictor.compute_embedding(image, session.preset,
-                                                                 session.bounds))
-        yield i + 1, total
+    for done, total, _, _ in session.embedding(order):
+        yield done, total
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Prompts live in napari layers (a Points layer for clicks, a Shapes layer for boxes), so nothing
 the user drew is lost while an embedding is computed or an error is shown: the session is
 (re)played from the layers whenever its slice is ready. The object being drawn may span several
-slices of a volume; its masks are kept per slice as drafts in a preview layer and written to the
-Labels layer with one id on accept. No model math here: every mask comes from the Session.
+slices of a volume; its masks per slice are the Session's `drafts` (the one place they are held),
+shown in a preview layer and written to the Labels layer with one id on accept. No model math
+here: every mask comes from the Session.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._widget_geometry import bounds, image_array, rect
-from .core.errors import InputError, MedSAMError
-from .core.session import Session
+from ..core.errors import InputError, MedSAMError
+from ..core.session import Session
+from .geometry import bounds, image_array, rect
 
 POSITIVE = np.array([0.2, 1.0, 0.2, 1.0])
 NEGATIVE = np.array([1.0, 0.25, 0.25, 1.0])
@@ -44,7 +45,7 @@ class Annotation:
         self.session_key: tuple | None = None
         self.preset = "auto"  # intensity preset name chosen for this image
         self.ready: set[int] = set()
-        self.drafts: dict[int, np.ndarray] = {}
+        self._kept_drafts: dict[int, np.ndarray] = {}  # drafts of a detached session
         self.current_z = self.shape[0] // 2 if self.is_volume else 0
         self.negative_mode = False
         self.negative_click = False
@@ -105,16 +106,33 @@ class Annotation:
 
     # ---- session -----------------------------------------------------------------------------
     def attach(self, session: Session, key: tuple | None = None) -> None:
-        """Adopt a session built off the UI thread for settings `key` (model, preset);
-        committed labels stay in the layer."""
-        session.labels = np.asarray(self.labels.data)
+        """Adopt a session built off the UI thread for settings `key` (model, preset); it writes
+        into the Labels layer's own array, and keeps the drafts of the session it replaces."""
+        session.use_labels(self.labels.data)
+        session.drafts.update(self._kept_drafts)
+        self._kept_drafts = {}
         if self.is_volume:
             session.set_slice(self.current_z)
         self.session, self.session_key, self.ready = session, key, set()
 
     def detach(self) -> None:
         """Forget the session (model or preset changed); prompts and drafts stay."""
+        if self.session is not None:
+            self._kept_drafts = dict(self.session.drafts)
         self.session, self.session_key, self.ready = None, None, set()
+
+    def session_with_labels(self) -> Session:
+        """The session, writing into the Labels layer's current array (napari replaces the
+        array on some edits, e.g. undo of a paint stroke)."""
+        if self.session is None:
+            raise InputError("Draw the object on one slice first (or compute the embeddings).")
+        if self.session.labels is not self.labels.data:
+            self.session.use_labels(self.labels.data)
+        return self.session
+
+    def has_drafts(self) -> bool:
+        """A mask of the object being drawn exists on some slice."""
+        return bool(self.session.drafts if self.session is not None else self._kept_drafts)
 
     def is_ready(self, z: int | None = None) -> bool:
         """The slice's embedding is there and the session is free to decode on it."""
@@ -210,7 +228,7 @@ class Annotation:
         from its layer with a plain message (earlier prompts and masks stay)."""
         start = time.perf_counter()
         try:
-            mask = action()
+            action()
         except MedSAMError as exc:
             self.notify("warning", f"{exc} That prompt was removed; the others are kept.")
             with self._sync():
@@ -220,7 +238,7 @@ class Annotation:
             return
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
         self._explain_gate()
-        self._set_draft(self.current_z, mask)
+        self._show(self.current_z)
 
     def _explain_gate(self) -> None:
         """Say once per image when the selected adapter is left out (its domain gate)."""
@@ -241,23 +259,23 @@ class Annotation:
             if self.has_prompts(z):
                 self.request_embedding()
             else:
-                self._set_draft(z, None)
+                self._kept_drafts.pop(z, None)
+                self._show(z)
             return
         s = self.session
         s.reset_prompts()
-        start, mask = time.perf_counter(), None
+        start = time.perf_counter()
         try:
             box = self._box_at(z)
             if box is not None:
-                mask = s.set_box(box)
+                s.set_box(box)
             for (x, y), positive in zip(*self._points_at(z), strict=True):
-                mask = s.add_point(x, y, positive)
+                s.add_point(x, y, positive)
         except MedSAMError as exc:
             self.notify("warning", f"{exc} Fix or remove that prompt.")
-            mask = s.preview
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
         self._explain_gate()
-        self._set_draft(z, mask)
+        self._show(z)
 
     # ---- slices ------------------------------------------------------------------------------
     def viewer_slice(self) -> int:
@@ -308,11 +326,10 @@ class Annotation:
                 self.replay()
 
     # ---- edits -------------------------------------------------------------------------------
-    def _set_draft(self, z: int, mask: np.ndarray | None) -> None:
-        if mask is None or not mask.any():
-            self.drafts.pop(z, None)
-        else:
-            self.drafts[z] = np.asarray(mask, bool).copy()
+    def _show(self, z: int) -> None:
+        """Show slice z's draft (the Session's, or one kept from a detached session)."""
+        drafts = self.session.drafts if self.session is not None else self._kept_drafts
+        mask = drafts.get(z)
         target = self.preview.data[z] if self.is_volume else self.preview.data
         target[...] = 0 if mask is None else np.asarray(mask, np.uint8)
         self.preview.refresh()
@@ -330,7 +347,7 @@ class Annotation:
                 self._remove_last_point(z)
             else:
                 self._replace_box(z, prev.box)
-            self._set_draft(z, self.session.preview)
+            self._show(z)
             return True
         pts, _ = self._points_at(z)
         if pts:
@@ -365,28 +382,17 @@ class Annotation:
             self.points.data = np.zeros((0, len(self.shape)))
             self.boxes.data = []
         if self.session is not None:
-            self.session.reset_prompts()
-        self.drafts.clear()
+            self.session.clear_object()
+        self._kept_drafts = {}
         self.preview.data[...] = 0
         self.preview.refresh()
 
     def commit(self, label: int | None = None) -> int:
-        """Write the drafts of the current object into the Labels layer with one id (the next
-        free one unless `label` is given), over background only. Returns the id."""
-        drafts = {z: m for z, m in self.drafts.items() if m.any()}
-        if not drafts or self.session is None:
+        """Write the object being drawn (its drafts on every slice) into the Labels layer with
+        one id (the next free one unless `label` is given), over background only."""
+        if self.session is None or not self.session.drafts:
             raise InputError("Nothing to accept yet: draw a box or click on the object first.")
-        s = self.session
-        if s.labels is not self.labels.data:  # the layer's array was replaced (e.g. undo/paint)
-            s.labels = np.asarray(self.labels.data)
-        label = s.next_label() if not label else int(label)
-        keep = self.current_z
-        for z, mask in sorted(drafts.items()):
-            if self.is_volume:
-                s.set_slice(z)
-            s.commit(label=label, mask=mask)
-        if self.is_volume:
-            s.set_slice(keep)
+        label = self.session_with_labels().commit_object(label or None)
         self.clear()
         self.labels.refresh()
         self.labels.selected_label = label

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core.errors import InputError
+from ..core.errors import InputError
 
 
 def image_array(layer) -> tuple[np.ndarray, bool]:

@@ -16,14 +16,14 @@ def launch(path: str | None = None, viewer=None, block: bool = True):
     """
     import napari
 
-    from .core.model import default_device, load_model
+    from ..core.runtime import RuntimeSpec, load_torch
 
-    model = load_model("litemedsam", device=default_device())  # before the canvas: see engine
+    model = load_torch(RuntimeSpec())  # before the canvas loads OpenGL: see llvm_guard
     viewer = viewer if viewer is not None else napari.Viewer(title="napari-medsam")
     if path is None:
         viewer.open_sample("napari-medsam", "ct")
     else:
-        from ._reader import napari_get_reader
+        from .reader import napari_get_reader
 
         viewer.open(path, plugin="napari-medsam" if napari_get_reader(str(path)) else None)
     _, widget = viewer.window.add_plugin_dock_widget("napari-medsam", "MedSAM annotation")

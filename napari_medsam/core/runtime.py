@@ -1,0 +1,211 @@
+"""The one place that turns a `RuntimeSpec` (model, adapter, gate, profile, device, threads) into
+a Predictor: the CLI, the napari widget, the Slicer module, benchmarks and scripts all call it.
+
+    from napari_medsam.core.runtime import RuntimeSpec, build_predictor
+    predictor = build_predictor(RuntimeSpec(profile="balanced"), cache)
+
+`Runtime` keeps loaded models and backends between specs (an interactive front end switching
+adapter or profile does not reload the model); `build_predictor` is the one-shot form. ONNX
+profiles resolve the weights without torch (see `backends.weights`) and import it only to export
+a missing ONNX file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .checkpoints import DEFAULT_MODEL
+from .embeddings import EmbeddingCache, default_cache_dir
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+NO_ADAPTER = ("", "none")
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What to run.
+
+    Attributes:
+        model: "litemedsam" (built in) or the path of a SAM / MedSAM checkpoint.
+        model_type: kind of a checkpoint path (guessed from its name when None).
+        adapter: a LoRA adapter folder or registry name; None: the default (LiteMedSAM: the
+            shipped click adapter); "" or "none": the base model.
+        click_adapter: load the shipped click adapter as the default (None:
+            $NAPARI_MEDSAM_CLICK_ADAPTER, on unless "0"/"off").
+        gate: apply a fine-tuned adapter's domain gate (None: $NAPARI_MEDSAM_ADAPTER_GATE).
+        profile: "torch", or an ONNX Runtime profile: accurate, balanced, fast, auto.
+        device: torch device (None: cuda when torch sees a GPU); ONNX profiles run on the CPU.
+        threads: CPU threads of the ONNX sessions (None: all this process may use).
+        zoom: decode small objects on a re-encoded window around them (`core.zoom`).
+    """
+
+    model: str = DEFAULT_MODEL
+    model_type: str | None = None
+    adapter: str | None = None
+    click_adapter: bool | None = None
+    gate: bool | None = None
+    profile: str = "torch"
+    device: str | None = None
+    threads: int | None = None
+    zoom: bool = False
+
+    def __post_init__(self) -> None:
+        from .profiles import CHOICES
+
+        name = (self.profile or "torch").strip().lower()
+        if name not in CHOICES:
+            raise InputError(f"Unknown profile '{self.profile}'. Choose one of: "
+                             f"{', '.join(CHOICES)}.")
+        object.__setattr__(self, "profile", name)
+        object.__setattr__(self, "model", str(self.model))
+
+    @property
+    def model_key(self) -> tuple:
+        """What a loaded torch model depends on (adapters are switched on it in place)."""
+        return (self.model, self.model_type, self.resolved_device(), self.click_adapter)
+
+    def resolved_device(self) -> str:
+        if self.device:
+            return str(self.device)
+        if self.profile != "torch":
+            return "cpu"
+        from .model import default_device
+
+        return default_device()
+
+    @property
+    def uses_base(self) -> bool:
+        return self.adapter is not None and self.adapter.strip().lower() in NO_ADAPTER
+
+
+def load_torch(spec: RuntimeSpec):
+    """A freshly loaded torch `SamModel` set up as `spec` says (a copy of its own: training
+    jobs use this so the model a user clicks with is never touched)."""
+    from .model import load_model
+
+    model = load_model(spec.model, device=spec.resolved_device(), model_type=spec.model_type,
+                       use_click_adapter=spec.click_adapter)
+    apply_adapter(model, spec)
+    return model
+
+
+def apply_adapter(model, spec: RuntimeSpec) -> None:
+    """Activate the adapter `spec` names on a loaded model (loading it once), and its gate."""
+    from .adapters import CLICK_ADAPTER_NAME, adapters_of, find_adapter
+    from .domain_gate import gate_wanted
+
+    adapters = adapters_of(model)
+    adapters.use_gate = gate_wanted() if spec.gate is None else bool(spec.gate)
+    if spec.adapter is None:
+        adapters.activate(CLICK_ADAPTER_NAME if CLICK_ADAPTER_NAME in adapters.names else None)
+    elif spec.uses_base:
+        adapters.activate(None)
+    else:
+        folder = find_adapter(spec.adapter)
+        loaded = next((n for n, f in adapters.folders.items()
+                       if Path(f).resolve() == folder.resolve()), None)
+        adapters.activate(loaded or adapters.load(folder))
+
+
+def build_backend(spec: RuntimeSpec, model=None, folder: str | Path | None = None,
+                  budget=None):
+    """The backend `spec` asks for.
+
+    Args:
+        model: a loaded `SamModel` to run (torch) or to export from (ONNX: its active adapter
+            is exported merged); default: loaded (torch) or resolved without torch (ONNX).
+        folder: ONNX export folder (default <per-user cache>/onnx).
+        budget: `profiles.Budget` for "auto" (default 60 ms per click, 1.5 s per slice).
+    """
+    from .backends import onnx_backend_for, resolve_model
+    from .backends.weights import ModelInfo
+    from .profiles import choose_auto, get_profile, profile_costs
+
+    if spec.profile == "torch":
+        from .backends.torch_backend import TorchBackend
+
+        return TorchBackend(model if model is not None else load_torch(spec))
+    if model is not None:
+        info = ModelInfo.from_model(model)
+    else:
+        adapter = None if (spec.adapter is None or spec.uses_base) else spec.adapter
+        clicks = False if spec.uses_base else spec.click_adapter
+        info = resolve_model(spec.model, spec.model_type, adapter, clicks)
+    name = spec.profile
+    if name == "auto":
+        name = choose_auto(profile_costs(info, spec.threads, folder=folder), budget)
+        log.info("auto profile: %s", name)
+    return onnx_backend_for(get_profile(name), info, folder, model, spec.threads,
+                            use_gate=spec.gate)
+
+
+def default_cache(cache_dir: str | Path | None = None, disk: bool = True) -> EmbeddingCache:
+    """The embedding cache every front end uses: memory, plus the per-user disk folder (or
+    `cache_dir`) unless `disk` is False."""
+    disk_dir = (cache_dir or default_cache_dir() / "embeddings") if disk else None
+    return EmbeddingCache(disk_dir=disk_dir)
+
+
+def build_predictor(spec: RuntimeSpec | None = None, cache: EmbeddingCache | None = None,
+                    **kwargs):
+    """A Predictor for `spec` (default: LiteMedSAM with its click adapter on torch) over `cache`
+    (default: memory only). `kwargs` go to `build_backend`."""
+    from .predictor import Predictor
+
+    spec = spec or RuntimeSpec()
+    return Predictor(backend=build_backend(spec, **kwargs),
+                     cache=cache if cache is not None else EmbeddingCache(), zoom=spec.zoom)
+
+
+class Runtime:
+    """Loaded models and backends reused across specs: the interactive front ends switch
+    adapter or profile without reloading the model (decoder adapters keep embeddings valid).
+
+    A torch model is loaded only when a spec needs one (the torch profile, or `model()` for
+    training and heads); ONNX profiles of the built-in model run without it.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple, object] = {}
+        self._backends: dict[RuntimeSpec, object] = {}
+
+    def adopt(self, model, spec: RuntimeSpec) -> None:
+        """Use an already loaded model for `spec`'s model setting (tests, the launcher)."""
+        self._models[spec.model_key] = model
+
+    def loaded(self, spec: RuntimeSpec):
+        """The torch model of `spec`'s setting if it is loaded already, else None."""
+        return self._models.get(spec.model_key)
+
+    def model(self, spec: RuntimeSpec):
+        """The torch model of `spec` (loaded once per model setting), its adapter active."""
+        key = spec.model_key
+        if key not in self._models:
+            if len(self._models) >= 1:  # one model in memory at a time: they are large
+                self._models.clear()
+                self._backends.clear()
+            self._models[key] = load_torch(replace(spec, adapter=None))
+        model = self._models[key]
+        apply_adapter(model, spec)
+        return model
+
+    def backend(self, spec: RuntimeSpec):
+        """The backend of `spec` (made once per spec; torch backends share the model)."""
+        if spec.profile == "torch":
+            from .backends.torch_backend import TorchBackend
+
+            return TorchBackend(self.model(spec))
+        if spec not in self._backends:
+            model = self.loaded(spec)
+            if model is not None:  # export from the model at hand (its adapters are loaded)
+                apply_adapter(model, spec)
+            self._backends[spec] = build_backend(spec, model=model)
+        return self._backends[spec]
+
+    def predictor(self, spec: RuntimeSpec, cache: EmbeddingCache):
+        from .predictor import Predictor
+
+        return Predictor(backend=self.backend(spec), cache=cache, zoom=spec.zoom)
