@@ -48,7 +48,7 @@ def main() -> int:
     base = median_ms(lambda: predictor.predict(box=box), args.repeats)
     print(f"box-prompt decode: {base:.1f} ms (baseline, {args.threads} threads)")
     for name in ("camus-patch", "camus-shape"):
-        head = load_head(name, predictor.model)
+        head = load_head(name, predictor)
         for mode in ("dense", "box", "refine"):
             ms = median_ms(lambda: segment_embedding(predictor, head, mode), args.repeats)  # noqa: B023
             print(f"{name:12s} {mode:7s} {ms:7.1f} ms  = {ms / base:4.1f} x one box decode "

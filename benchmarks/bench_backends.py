@@ -195,7 +195,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     profiles = [p for p in args.profiles.split(",") if p]
     model = load_torch(RuntimeSpec(device="cpu"))  # the default: clicks use the click adapter
-    backends = {"torch fp32": build_backend(RuntimeSpec(), model=model)}
+    backends = {"torch fp32": build_backend(RuntimeSpec(profile="torch"), model=model)}
     backends.update({p: build_backend(RuntimeSpec(profile=p, threads=threads), model=model)
                      for p in profiles})
     for name, b in backends.items():

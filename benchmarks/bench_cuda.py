@@ -63,7 +63,7 @@ def main() -> int:
     report["default_backend"] = default.describe()
     print(f"build_backend(RuntimeSpec()) -> {default.describe()}, cache id {default.cache_id}")
     gpu_model = default.model
-    backends = {"cpu fp32": build_backend(RuntimeSpec(device="cpu")),
+    backends = {"cpu fp32": build_backend(RuntimeSpec(profile="torch", device="cpu")),
                 "cuda fp32": TorchBackend(gpu_model, half=False),
                 "cuda fp16": TorchBackend(gpu_model, half=True)}
 

@@ -13,12 +13,12 @@ venv="${SLICER_VENV:-$repo/.venv-slicer}"
 stamp="$venv/.installed"
 
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "slicer tests: preparing $venv (slicer-core, slicerio, napari-medsam[onnx])"
+  echo "slicer tests: preparing $venv (slicer-core, slicerio, napari-medsam[torch])"
   start=$(date +%s)
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   bash "$repo/scripts/pip_install.sh" "$venv/bin/python" -q --upgrade pip
   bash "$repo/scripts/pip_install.sh" "$venv/bin/python" -q "slicer-core>=5.13" "slicerio>=1.0" "pytest>=8"
-  bash "$repo/scripts/pip_install.sh" "$venv/bin/python" -q -e "$repo[onnx]"
+  bash "$repo/scripts/pip_install.sh" "$venv/bin/python" -q -e "$repo[torch]"
   touch "$stamp"
   echo "slicer tests: environment ready in $(( $(date +%s) - start )) s"
 fi

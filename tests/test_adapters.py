@@ -11,7 +11,8 @@ import pytest
 import torch
 from datahelpers import load_pair
 
-from napari_medsam.core.adapters import adapters_of, find_adapter, list_adapters, registry_path
+from napari_medsam.core.adapter_registry import find_adapter, list_adapters, registry_path
+from napari_medsam.core.adapters import adapters_of
 from napari_medsam.core.corrections import CorrectionStore, to_train_set
 from napari_medsam.core.domain_gate import GATE_FILE, DomainGate, describe
 from napari_medsam.core.embeddings import EmbeddingCache

@@ -24,8 +24,9 @@ from napari_medsam.core.autoseg import (
     segment_embedding,
     train_head,
 )
-from napari_medsam.core.autoseg.decoding import find_objects, frame_size, to_grid
+from napari_medsam.core.autoseg.decoding import to_grid
 from napari_medsam.core.autoseg.heads import count_parameters
+from napari_medsam.core.autoseg.objects import find_objects, frame_size
 from napari_medsam.core.autoseg.train import example_loss
 from napari_medsam.core.embeddings import Embedding
 from napari_medsam.core.errors import CheckpointError, InputError
@@ -195,7 +196,7 @@ def _dice_per_structure(predictor, head: AutoHead, images) -> dict[int, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_shipped_head_dice_on_dev_patients(name, dev_predictor, camus_images, ph2_images):
-    head = load_head(name, dev_predictor.model)
+    head = load_head(name, dev_predictor)
     images = camus_images if name.startswith("camus") else ph2_images
     got = _dice_per_structure(dev_predictor, head, images)
     for value, floor in FLOORS[name].items():

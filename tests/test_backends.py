@@ -427,7 +427,7 @@ def test_export_verb_lists_the_models(exported, capsys):
 
 def test_runtime_torch_and_unknown_profile(base_model):
     model = base_model
-    assert isinstance(build_backend(RuntimeSpec(), model=model), TorchBackend)
+    assert isinstance(build_backend(RuntimeSpec(profile="torch"), model=model), TorchBackend)
     from napari_medsam.core.errors import InputError
 
     with pytest.raises(InputError, match="Unknown profile"):

@@ -162,11 +162,11 @@ def _write_multiframe_dicom(path, frames: np.ndarray) -> None:
 
 
 def test_stack_without_geometry_is_shown_as_stored(data_dir, tmp_path):
-    from skimage import io as skio
+    import tifffile
 
     stack = read_volume(data_dir / TOTALSEG).data[:4]
     path = tmp_path / "stack.tif"
-    skio.imsave(str(path), stack, check_contrast=False)
+    tifffile.imwrite(str(path), stack)
     vol = read_volume(path)
     assert vol.reorientation.is_identity
     np.testing.assert_array_equal(vol.data, stack)

@@ -47,7 +47,7 @@ class Engine:
 
 def adapter_choices() -> list[tuple[str, str]]:
     """(label, folder) of the shipped adapters and those in the user's registry."""
-    from ..core.adapters import list_adapters
+    from ..core.adapter_registry import list_adapters
 
     try:
         found = list_adapters()

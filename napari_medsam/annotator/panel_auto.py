@@ -75,7 +75,7 @@ class AutoPanel:
         if folder not in self._heads:
             from ..core.autoseg import load_head
 
-            self._heads[folder] = load_head(folder, session.predictor.model)
+            self._heads[folder] = load_head(folder, session.predictor)
         head = self._heads[folder]
         result = session.auto(head, z=ann.current_z, commit=False)
         if not result.any():

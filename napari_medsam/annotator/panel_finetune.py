@@ -136,7 +136,7 @@ class FinetunePanel:
         return self.runner.running
 
     def _out(self) -> Path:
-        from ..core.adapters import registry_path
+        from ..core.adapter_registry import registry_path
 
         name = self.name_edit.text().strip()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):

@@ -70,8 +70,10 @@ class ModelPanel:
 
         self.profile_combo = QComboBox()
         self.profile_combo.addItems(CHOICES)
-        self.profile_combo.setToolTip("torch (GPU when available), or ONNX Runtime on the CPU: "
-                                      "accurate, balanced, fast, auto (see docs/performance.md).")
+        self.profile_combo.setToolTip("auto (torch on a GPU, else the most accurate ONNX "
+                                      "Runtime profile within the latency budget here), torch, "
+                                      "or ONNX Runtime on the CPU: accurate, balanced, fast "
+                                      "(see docs/performance.md).")
         self.profile_combo.activated.connect(lambda _: changed())
         form.addRow("Profile", self.profile_combo)
 
@@ -129,6 +131,6 @@ class ModelPanel:
             model=str(name),
             model_type=None if name == BUILT_IN or kind == MODEL_TYPES[0] else kind,
             device=self.device_combo.currentText() or "cpu",
-            profile=self.profile_combo.currentText() or "torch",
+            profile=self.profile_combo.currentText() or "auto",
             adapter=None if adapter == PICK else adapter,
         )

@@ -29,7 +29,7 @@ def _dice(meta: dict) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..core.adapters import list_adapters, registry_dir
+    from ..core.adapter_registry import list_adapters, registry_dir
 
     found = list_adapters(args.registry)
     print(f"registry: {args.registry or registry_dir()}")
@@ -45,7 +45,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..core.adapters import WEIGHTS_FILE, find_adapter
+    from ..core.adapter_registry import WEIGHTS_FILE, find_adapter
     from ..core.storage import read_metadata
 
     folder = find_adapter(args.adapter, args.registry)

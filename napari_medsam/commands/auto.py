@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     data = open_image(args.image, args.plane)
     session = Session(make_predictor(args), preset=args.preset)
     session.set_image(data.data, is_volume=data.is_volume)
-    head = load_head(args.head, session.predictor.model)
+    head = load_head(args.head, session.predictor)
     if not data.is_volume and args.slice not in (None, 0):
         raise InputError(f"{args.image} is a 2D image: it has no slice {args.slice}.")
     slices = [args.slice] if (data.is_volume and args.slice is not None) else \

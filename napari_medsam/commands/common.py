@@ -28,13 +28,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="apply --adapter to every image, even to images unlike the ones it was "
                         "trained on (by default those use the model without it; also "
                         "$NAPARI_MEDSAM_ADAPTER_GATE=0)")
-    p.add_argument("--profile", default="torch",
-                   choices=["torch", "accurate", "balanced", "fast", "auto"],
-                   help="how to run the model: torch (default; GPU when available), or ONNX "
-                        "Runtime on the CPU: accurate (fp32), balanced (int8 decoder), fast (bf16 "
-                        "encoder on OpenVINO where the CPU has bf16, else int8), auto (the most "
-                        "accurate one within the latency budget on this machine); see "
-                        "docs/performance.md")
+    p.add_argument("--profile", default="auto",
+                   choices=["auto", "torch", "accurate", "balanced", "fast"],
+                   help="how to run the model: auto (default: torch on a GPU when torch sees "
+                        "one, else the most accurate ONNX Runtime profile within the latency "
+                        "budget on this machine), torch (needs the [torch] extra), or ONNX "
+                        "Runtime on the CPU: accurate (fp32, the torch masks), balanced (int8 "
+                        "decoder), fast (bf16 encoder on OpenVINO where the CPU has bf16, else "
+                        "int8); see docs/performance.md")
 
 
 def add_plane_option(p: argparse.ArgumentParser) -> None:

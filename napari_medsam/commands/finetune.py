@@ -44,9 +44,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.errors import require_torch
+
+    require_torch("Fine-tuning")
     import torch
 
-    from ..core.adapters import registry_path
+    from ..core.adapter_registry import registry_path
     from ..core.corrections import CorrectionStore, is_store, to_train_set
     from ..core.errors import InputError
     from ..core.training import TrainConfig, finetune, from_manifest, split_by_group

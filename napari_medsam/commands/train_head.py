@@ -39,6 +39,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.errors import require_torch
+
+    require_torch("Training a head")
     from ..core.autoseg import HeadTrainConfig
     from ..core.autoseg.pipeline import fit_head, parse_labels
     from .common import make_predictor

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .adapter_registry import CONFIG_FILE, WEIGHTS_FILE
 from .atomic import atomic_folder
 from .checkpoints import (
     CLICK_ADAPTER_NAME,
@@ -36,10 +36,8 @@ from .checkpoints import (
 from .domain_gate import DomainGate, gate_wanted
 from .errors import CheckpointError, InputError
 from .routing import BASE, FALLBACK, Route, choose_decoder
-from .storage import check_base_model, read_metadata, user_data_dir, write_metadata
+from .storage import check_base_model, read_metadata, write_metadata
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 # peft matches a string target_modules as a full regex on module names of `_Heads`
 DECODER_TARGETS = (r"mask_decoder\.(transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)"
                    r"|output_hypernetworks_mlps\.\d+\.layers\.\d+)")
@@ -359,75 +357,3 @@ def attach_click_adapter(model, flag: bool | None = None) -> str | None:
     if not click_adapter_wanted(flag) or not (folder / CONFIG_FILE).is_file():
         return None
     return adapters_of(model).load(folder, name=CLICK_ADAPTER_NAME)
-
-
-# ---- registry: a folder of adapters per modality ------------------------------------------------
-REGISTRY_ENV = "NAPARI_MEDSAM_ADAPTERS"
-
-
-@dataclass
-class AdapterInfo:
-    """One adapter folder found in the registry (or shipped in the package)."""
-
-    name: str
-    modality: str
-    path: Path
-    metadata: dict
-    shipped: bool = False
-
-
-def registry_dir() -> Path:
-    """The user's adapter registry: $NAPARI_MEDSAM_ADAPTERS, else
-    ~/.local/share/napari-medsam/adapters; adapters live in <registry>/<modality>/<name>/."""
-    return user_data_dir(REGISTRY_ENV, "adapters")
-
-
-def registry_path(name: str, modality: str = "any", root: str | Path | None = None) -> Path:
-    """Where an adapter called `name` for `modality` is kept in the registry."""
-    for part in (name, modality):
-        if not part or "/" in part or "\\" in part or part.startswith("."):
-            raise InputError(f"'{part}' cannot be used as an adapter or modality name.")
-    return Path(root or registry_dir()) / modality.lower() / name
-
-
-def _info(folder: Path, shipped: bool) -> AdapterInfo | None:
-    if not (folder / CONFIG_FILE).is_file():
-        return None
-    try:
-        meta = read_metadata(folder)
-    except CheckpointError:
-        return None
-    return AdapterInfo(meta.get("name") or folder.name, meta.get("modality", "any"), folder,
-                       meta, shipped)
-
-
-def list_adapters(root: str | Path | None = None) -> list[AdapterInfo]:
-    """The shipped adapters and every adapter in the registry, by modality then name."""
-    found = []
-    shipped = click_adapter_dir().parent
-    if shipped.is_dir():
-        found += [i for f in sorted(shipped.iterdir()) if (i := _info(f, True))]
-    root = Path(root or registry_dir())
-    if root.is_dir():
-        for modality in sorted(p for p in root.iterdir() if p.is_dir()):
-            found += [i for f in sorted(modality.iterdir())
-                      if f.is_dir() and (i := _info(f, False))]
-    return found
-
-
-def find_adapter(name_or_path: str | Path, root: str | Path | None = None) -> Path:
-    """An adapter folder from a path, "modality/name" or a unique name in the registry."""
-    path = Path(name_or_path).expanduser()
-    if (path / CONFIG_FILE).is_file():
-        return path
-    text = str(name_or_path)
-    matches = [i for i in list_adapters(root)
-               if text in (i.name, f"{i.modality}/{i.name}", i.path.name)]
-    if len(matches) == 1:
-        return matches[0].path
-    if not matches:
-        where = Path(root or registry_dir())
-        raise CheckpointError(f"No adapter '{text}' was found (not a folder with {CONFIG_FILE}, "
-                              f"nor in the registry {where}). See `napari-medsam adapters list`.")
-    where = ", ".join(f"{i.modality}/{i.name}" for i in matches)
-    raise InputError(f"Several adapters are called '{text}' ({where}); give modality/name.")

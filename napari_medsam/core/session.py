@@ -332,7 +332,7 @@ class Session(VolumeVerbs):
         from .autoseg import load_head, segment_embedding
 
         if not hasattr(head, "module"):  # a name or a folder
-            head = load_head(head, self.predictor.model)
+            head = load_head(head, self.predictor)
         z = self.current_slice if z is None else int(z)
         self.embed(z)
         result = segment_embedding(self.predictor, head, mode).labels

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import IMAGE_SUFFIXES, NIFTI_SUFFIXES, ImageData, _suffix, read_image, write_labels
+from .io import (
+    IMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    ImageData,
+    _suffix,
+    read_image,
+    read_pixels,
+    write_labels,
+)
 
 # Direction each displayed axis (slice, row, column) runs towards, as nibabel axis codes
 # (R/L, A/P, S/I). Radiological convention: anterior / head at the top of the screen, the
@@ -297,13 +305,11 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _read_frame_folder(folder: Path) -> Volume:
-    from skimage import io as skio
-
     files = _image_files(folder)
     frames = []
     for file in files:
         try:
-            frame = np.asarray(skio.imread(str(file)))
+            frame = read_pixels(file)
         except Exception as exc:
             raise InputError(f"Could not read the frame {file.name}: {exc}") from exc
         if frame.ndim == 3 and frame.shape[-1] in (3, 4):

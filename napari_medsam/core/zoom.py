@@ -36,8 +36,8 @@ class ZoomPolicy:
             upsampling).
     """
 
-    max_extent: float = 0.25
-    context: float = 3.0
+    max_extent: float = 0.15
+    context: float = 4.0
     min_side: int = 32
     max_zoom: float = 8.0
 

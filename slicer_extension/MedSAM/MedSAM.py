@@ -25,7 +25,7 @@ from slicer.util import VTKObservationMixin
 
 PRESETS = ["auto", "as-is", "mri", "ct-soft-tissue", "ct-abdomen", "ct-lung", "ct-bone",
            "ct-brain"]
-DEFAULT_PROFILE = "default (PyTorch)"
+DEFAULT_PROFILE = "torch"
 
 
 class MedSAM(ScriptedLoadableModule):
@@ -142,11 +142,12 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic is None:
             spec = self.ui.packageLineEdit.text.strip() or dependencies.DEFAULT_SPEC
             if not dependencies.ensure_installed(slicer.util.confirmOkCancelDisplay,
-                                                 self.say, spec):
+                                                 self.say, spec,
+                                                 self.ui.installTorchCheckBox.checked):
                 raise RuntimeError("MedSAM cannot run without napari-medsam.")
             self.fillChoices()
             self.logic = shared_logic(MedSAMLogic)
-            default = features.default_profile()  # ONNX Runtime "balanced" on a CPU
+            default = features.default_profile()  # auto: torch on a GPU, else ONNX Runtime
             if default and self.ui.profileComboBox.currentText == DEFAULT_PROFILE:
                 self.ui.profileComboBox.setCurrentText(default)
             self.onPresetChanged(self.ui.presetComboBox.currentText)

@@ -108,16 +108,18 @@ def test_object_refinement_keeps_earlier_content():
 
 
 @pytest.mark.parametrize(
-    ("core", "torch", "extension", "requirements", "from_extension", "backend"),
+    ("core", "torch", "extension", "want", "requirements", "from_extension", "backend"),
     [
-        (True, True, False, [], False, "torch"),
-        (False, True, False, ["napari-medsam"], False, "torch"),
-        (False, False, True, ["napari-medsam"], True, "torch"),
-        (False, False, False, ["napari-medsam[onnx]"], False, "onnxruntime"),
+        (True, True, False, False, [], False, "torch"),
+        (False, True, False, False, ["napari-medsam[torch]"], False, "torch"),
+        (False, False, True, False, ["napari-medsam"], False, "onnxruntime"),  # light first
+        (False, False, True, True, ["napari-medsam[torch]"], True, "torch"),
+        (False, False, False, True, ["napari-medsam[torch]"], False, "torch"),
+        (False, False, False, False, ["napari-medsam"], False, "onnxruntime"),
     ],
 )
-def test_install_plan(core, torch, extension, requirements, from_extension, backend):
-    plan = dependencies.plan_install("napari-medsam", core, torch, extension)
+def test_install_plan(core, torch, extension, want, requirements, from_extension, backend):
+    plan = dependencies.plan_install("napari-medsam", core, torch, extension, want)
     assert plan.requirements == requirements
     assert plan.torch_from_extension == from_extension and plan.backend == backend
     assert plan.needed == (not core)

@@ -12,13 +12,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.measure import label as cc_label
-from skimage.measure import regionprops
 
 from ..embeddings import Embedding
 from .heads import HeadOutput
-
-LOW_RES = 256  # side of the decoder's low-res logits (4x the 64x64 embedding)
+from .objects import LOW_RES, frame_size
 
 
 def decode_heads(model, embeddings: torch.Tensor, out: HeadOutput,
@@ -77,12 +74,6 @@ def frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def frame_size(emb: Embedding, image_size: int, side: int = LOW_RES) -> tuple[int, int]:
-    """(h, w) of the image inside a `side` x `side` grid of the padded input square."""
-    h, w = emb.input_size
-    return max(1, round(h * side / image_size)), max(1, round(w * side / image_size))
-
-
 def to_grid(label_map: np.ndarray, structures: list[int], emb: Embedding, image_size: int,
             side: int = LOW_RES) -> torch.Tensor:
     """Per-structure foreground fraction (S, side, side) of a label map, on the padded grid."""
@@ -91,61 +82,3 @@ def to_grid(label_map: np.ndarray, structures: list[int], emb: Embedding, image_
     x = torch.from_numpy(onehot)[None]
     x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False, antialias=True)
     return F.pad(x[0], (0, side - w, 0, side - h)).clamp(0, 1)
-
-
-def to_image(logits: torch.Tensor, emb: Embedding, image_size: int) -> torch.Tensor:
-    """(N, 256, 256) low-res logits -> (N, H, W) logits on the original image grid."""
-    x = logits[:, None].float()
-    h, w = frame_size(emb, image_size, x.shape[-1])
-    x = x[..., :h, :w]
-    return F.interpolate(x, emb.original_size, mode="bilinear", align_corners=False)[:, 0]
-
-
-def merge_structures(logits: np.ndarray, values: list[int], keep_largest: bool) -> np.ndarray:
-    """(S, H, W) logits -> uint16 label map: each pixel takes the most confident positive one.
-
-    With `keep_largest`, each structure keeps only its largest connected region (anatomy such as
-    a heart chamber is one region; stray specks are dropped).
-    """
-    best = logits.argmax(axis=0)
-    positive = logits.max(axis=0) > 0
-    out = np.zeros(logits.shape[1:], dtype=np.uint16)
-    for i, value in enumerate(values):
-        mask = positive & (best == i)
-        if keep_largest and mask.any():
-            comps = cc_label(mask, connectivity=1)
-            mask = comps == (np.bincount(comps.ravel())[1:].argmax() + 1)
-        out[mask] = value
-    return out
-
-
-def find_objects(prob: np.ndarray, emb: Embedding, image_size: int,
-                 threshold: float = 0.5) -> list[dict]:
-    """Separate objects of a head's low-res maps: one box and one point per connected region.
-
-    Args:
-        prob: (S, g, g) foreground probabilities on the padded input grid.
-
-    Returns:
-        Dicts {"structure": index, "box": (x0, y0, x1, y1), "point": (x, y), "score": mean
-        probability} in original image pixels, ready for the predictor's box/point prompts.
-    """
-    g = prob.shape[-1]
-    oh, ow = emb.original_size
-    gh, gw = frame_size(emb, image_size, g)
-    sy, sx = oh / (gh * 1.0), ow / (gw * 1.0)  # original pixels per grid cell
-    found = []
-    for s, p in enumerate(prob):
-        comps = cc_label(p[:gh, :gw] > threshold, connectivity=2)
-        for region in regionprops(comps, intensity_image=p[:gh, :gw]):
-            y0, x0, y1, x1 = region.bbox
-            cy, cx = np.unravel_index(np.argmax(np.where(comps == region.label, p[:gh, :gw], 0)),
-                                      (gh, gw))
-            found.append({
-                "structure": s,
-                "box": (max(0.0, x0 * sx), max(0.0, y0 * sy),
-                        min(ow - 1.0, x1 * sx), min(oh - 1.0, y1 * sy)),
-                "point": (min(ow - 1.0, (cx + 0.5) * sx), min(oh - 1.0, (cy + 0.5) * sy)),
-                "score": float(region.intensity_mean),
-            })
-    return found

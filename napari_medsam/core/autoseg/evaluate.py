@@ -12,8 +12,8 @@ from ..embeddings import Embedding
 from ..metrics import bbox, dice
 from ..predictor import Predictor
 from .data import Example
-from .decoding import merge_structures
 from .infer import MODES, AutoHead, resolve_modes, structure_logits
+from .objects import merge_structures
 
 BOX_MARGIN = 5  # as evaluation.evaluate_boxes
 

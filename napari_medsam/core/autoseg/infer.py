@@ -11,14 +11,14 @@ Modes (per structure; the head's metadata holds the ones that validated best):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import InputError, NoImageError
 from ..metrics import bbox
 from ..predictor import Predictor
-from .decoding import decode_heads, find_objects, merge_structures, to_image
+from .objects import find_objects, merge_structures, to_image
 
 MODES = ("dense", "box", "refine")
 BOX_MARGIN = 5  # pixels, as in the box-prompt evaluation
@@ -26,10 +26,21 @@ BOX_MARGIN = 5  # pixels, as in the box-prompt evaluation
 
 @dataclass
 class AutoHead:
-    """A loaded head: the module plus its metadata (structures, names, base model, mode...)."""
+    """A head: its metadata (structures, names, base model, mode...) and folder; it runs as
+    `head.onnx` on onnxruntime next to an ONNX backend (no torch), else as its torch module.
 
-    module: torch.nn.Module
+    Args:
+        module: an nn.Module already at hand (training); else loaded from the folder on use.
+    """
+
     metadata: dict
+    folder: Path | None = None
+    module: object = None
+    _session: object = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("name") or (self.folder.name if self.folder else "head")
 
     @property
     def kind(self) -> str:
@@ -52,6 +63,37 @@ class AutoHead:
     @property
     def keep_largest(self) -> bool:
         return bool(self.metadata.get("keep_largest", True))
+
+    @property
+    def onnx_path(self) -> Path:
+        return (self.folder or Path(".")) / "head.onnx"
+
+    def torch_module(self, device="cpu"):
+        """The head's nn.Module (imports torch; loaded once)."""
+        if self.module is None:
+            from ..errors import require_torch
+
+            require_torch(f"The head '{self.name}' on this profile")
+            from .torch_run import load_module
+
+            self.module = load_module(self.folder, self.metadata, device)
+        return self.module
+
+    def run(self, predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+        """(head logits (S, g, g), decoder logits (S, 256, 256)) on the current embedding."""
+        backend = predictor.backend
+        if backend.name == "onnxruntime" and self.module is None and self.onnx_path.is_file():
+            if self._session is None:
+                from ..backends.onnx_backend import open_session
+
+                self._session = open_session(self.onnx_path, getattr(backend, "threads", None))
+            feats = np.ascontiguousarray(predictor.features, dtype=np.float32)
+            lowres, dense, tokens = self._session.run(None, {"embedding": feats})
+            return lowres[0], backend.decode_dense(feats, dense[0], tokens[0])
+        from .torch_run import run
+
+        model = predictor.model
+        return run(self.torch_module(model.device), model, predictor.features)
 
 
 @dataclass
@@ -85,22 +127,19 @@ def resolve_modes(head: AutoHead, mode=None) -> list[str]:
     return modes
 
 
-@torch.no_grad()
 def structure_logits(predictor: Predictor, head: AutoHead, modes, keep: bool = True
                      ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Per-structure logits (S, H, W) on the image grid for each asked mode, and the objects."""
     if not predictor.is_image_set:
         raise NoImageError("No image is set: open an image before running automatic segmentation.")
-    model, emb = predictor.model, predictor.embedding
-    module = head.module.to(model.device).eval()
-    feats = torch.as_tensor(predictor.features).float()  # numpy on the ONNX backend
-    out = module(feats)
-    prob = torch.sigmoid(out.lowres)[0].float().cpu().numpy()
-    objects = find_objects(prob, emb, model.image_size)
+    emb, size = predictor.embedding, predictor.backend.image_size
+    lowres, dense_low = head.run(predictor)
+    prob = 1.0 / (1.0 + np.exp(-lowres.astype(np.float32)))
+    objects = find_objects(prob, emb, size)
     n = len(head.structures)
     stacks: dict[str, np.ndarray] = {}
     if "dense" in modes or "refine" in modes:
-        dense = to_image(decode_heads(model, feats, out)[0], emb, model.image_size).cpu().numpy()
+        dense = to_image(dense_low, emb, size)
         stacks["dense"] = dense
     if "refine" in modes:
         boxes = []
@@ -150,7 +189,6 @@ def _box_logits(predictor: Predictor, objects: list[dict], n: int, keep: bool,
         if not ok.any():
             continue
         pred = predictor.predict(box=boxes[ok], zoom=False)  # the heads' validated frame
-        up = to_image(torch.from_numpy(pred.low_res_logits), predictor.embedding,
-                      predictor.model.image_size).numpy()
+        up = to_image(pred.low_res_logits, predictor.embedding, predictor.backend.image_size)
         logits[s] = up.max(axis=0)
     return logits

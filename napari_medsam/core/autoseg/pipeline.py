@@ -15,7 +15,7 @@ from ..predictor import Predictor
 from .data import list_pairs, load_examples, pick_pairs
 from .evaluate import all_mode_combinations, best_mode, evaluate_head, mean_dice
 from .infer import MODES, AutoHead
-from .store import save_head
+from .torch_run import save_head
 from .train import HeadTrainConfig, config_dict, train_head
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def fit_head(
         "mode": "dense",
         "validation": None,
     }
-    head = AutoHead(result.head, metadata)
+    head = AutoHead(metadata, module=result.head)
     if val is not None:
         val_pairs = list_pairs(val, dataset) if isinstance(val, (str, Path)) else list(val)
         overlap = {p.get("case") for p in val_pairs} & {p.get("case") for p in pairs}

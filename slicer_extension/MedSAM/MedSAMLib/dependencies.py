@@ -1,9 +1,11 @@
 """Install napari-medsam into Slicer's Python on first use, with plain-words messages.
 
-Slicer's own rules: `slicer.util.pip_install` on the main thread, after the user agreed. PyTorch
-comes from Slicer's PyTorch extension (PyTorchUtils) when it is installed, since it picks the
-build matching the GPU driver; otherwise napari-medsam is installed with its ONNX Runtime extra
-and the module runs the fast CPU (ONNX Runtime) path when the installed core offers it.
+Slicer's own rules: `slicer.util.pip_install` on the main thread, after the user agreed. By
+default the light form is installed (`napari-medsam`, about 300 MB: the built-in model as
+shipped ONNX files, run by ONNX Runtime on the CPU; no PyTorch). PyTorch (`napari-medsam[torch]`:
+the GPU path, fine-tuning, other checkpoints) is installed when the user asks for it (Advanced >
+"Install PyTorch") or is already there; it then comes from Slicer's PyTorch extension
+(PyTorchUtils) when that is installed, since it picks the build matching the GPU driver.
 """
 
 from __future__ import annotations
@@ -35,48 +37,58 @@ def installed(module: str) -> bool:
 
 
 def plan_install(spec: str = DEFAULT_SPEC, have_core: bool | None = None,
-                 have_torch: bool | None = None,
-                 have_pytorch_extension: bool | None = None) -> InstallPlan:
-    """Decide what to install (arguments override the checks, for tests)."""
+                 have_torch: bool | None = None, have_pytorch_extension: bool | None = None,
+                 want_torch: bool = False) -> InstallPlan:
+    """Decide what to install (arguments override the checks, for tests).
+
+    Args:
+        want_torch: the user asked for PyTorch (GPU, fine-tuning); also taken when PyTorch is
+            installed already.
+    """
     have_core = installed("napari_medsam") if have_core is None else have_core
     have_torch = installed("torch") if have_torch is None else have_torch
     if have_pytorch_extension is None:
         have_pytorch_extension = installed("PyTorchUtils")
     if have_core:
         return InstallPlan(message="napari-medsam is installed.")
-    if have_torch or have_pytorch_extension:
-        plan = InstallPlan([spec], torch_from_extension=not have_torch, backend="torch")
+    if want_torch or have_torch:
+        from_extension = not have_torch and have_pytorch_extension
+        plan = InstallPlan([f"{spec}[torch]"], torch_from_extension=from_extension,
+                           backend="torch")
         torch_words = ("PyTorch is already installed." if have_torch else
                        "PyTorch will be installed first by the PyTorch extension, matching your "
-                       "graphics card driver.")
+                       "graphics card driver." if from_extension else
+                       "PyTorch comes from PyPI (1-3 GB; for a build matching your GPU driver, "
+                       "cancel and install the 'PyTorch' extension first).")
         plan.message = (
-            "MedSAM needs the napari-medsam package (the LiteMedSAM model and its libraries, "
-            f"about 100 MB). {torch_words} Install now? It takes a few minutes and Slicer does "
-            "not respond until it is done. Your scene is not touched."
+            "MedSAM needs the napari-medsam package with PyTorch (GPU, fine-tuning). "
+            f"{torch_words} Install now? It takes a few minutes and Slicer does not respond "
+            "until it is done. Your scene is not touched."
         )
         return plan
-    plan = InstallPlan([f"{spec}[onnx]"], backend="onnxruntime")
+    plan = InstallPlan([spec], backend="onnxruntime")
     plan.message = (
-        "MedSAM needs the napari-medsam package with ONNX Runtime for fast CPU segmentation "
-        "(about 1-3 GB with its PyTorch dependency). For a GPU build of PyTorch, cancel and "
-        "install the 'PyTorch' extension first (Extensions Manager), then restart Slicer. "
-        "Install now? It takes several minutes and Slicer does not respond until it is done."
+        "MedSAM needs the napari-medsam package: the LiteMedSAM model run by ONNX Runtime on "
+        "the CPU, about 300 MB, no PyTorch (for the GPU or fine-tuning, tick 'Install PyTorch' "
+        "under Advanced first). Install now? It takes a minute or two and Slicer does not "
+        "respond until it is done. Your scene is not touched."
     )
     return plan
 
 
 def ensure_installed(confirm: Callable[[str], bool] | None = None,
                      status: Callable[[str], None] | None = None,
-                     spec: str = DEFAULT_SPEC) -> bool:
+                     spec: str = DEFAULT_SPEC, want_torch: bool = False) -> bool:
     """Install what is missing (inside Slicer). Returns True when napari-medsam can be used.
 
     Args:
         confirm: asks the user (e.g. slicer.util.confirmOkCancelDisplay); None installs directly.
         status: shows progress text (a label, the status bar).
         spec: pip requirement for napari-medsam (a version pin or a wheel path).
+        want_torch: install the PyTorch form (`napari-medsam[torch]`).
     """
     say = status or (lambda text: None)
-    plan = plan_install(spec)
+    plan = plan_install(spec, want_torch=want_torch)
     if not plan.needed:
         return True
     if confirm is not None and not confirm(plan.message):

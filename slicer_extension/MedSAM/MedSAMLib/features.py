@@ -62,10 +62,9 @@ def autoseg():
 
 
 def adapters():
-    """The core's `adapters` module (adapters_of(model).load/activate, find_adapter)."""
+    """The core's `adapters` module (adapters_of(model).load/activate)."""
     module = _module("adapters")
     _need(module, "adapters_of", "LoRA adapters")
-    _need(module, "find_adapter", "LoRA adapters")
     return module
 
 
@@ -87,18 +86,9 @@ def profile_names() -> list[str]:
 
 
 def default_profile() -> str | None:
-    """torch on a GPU; the fast CPU path (ONNX Runtime "balanced") without one, when present."""
-    names = profile_names()
-    if "balanced" not in names:
-        return None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return None
-    except ImportError:
-        pass
-    return "balanced"
+    """"auto" (torch on a GPU, else the most accurate ONNX Runtime profile within the latency
+    budget) when the installed core has it, else None (torch)."""
+    return "auto" if "auto" in profile_names() else None
 
 
 def propagation_modes() -> list[str]:

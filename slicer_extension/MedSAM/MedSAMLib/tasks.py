@@ -77,7 +77,7 @@ def propagate(session, stack: np.ndarray, start: int, mode: str = "volume",
 
 def load_head(head: str, predictor):
     """An automatic-segmentation head by name or folder, checked against the model."""
-    return features.autoseg().load_head(head, predictor.model)
+    return features.autoseg().load_head(head, predictor)
 
 
 @dataclass
