@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, default_profile: str = "torch") -> None:
     p.add_argument("--model", default="litemedsam",
                    help="'litemedsam' (built in) or the path of a SAM/MedSAM checkpoint")
     p.add_argument("--model-type", default=None,
@@ -28,13 +28,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="apply --adapter to every image, even to images unlike the ones it was "
                         "trained on (by default those use the model without it; also "
                         "$NAPARI_MEDSAM_ADAPTER_GATE=0)")
-    p.add_argument("--profile", default="torch",
+    p.add_argument("--profile", default=default_profile,
                    choices=["torch", "accurate", "balanced", "fast", "auto"],
-                   help="how to run the model: torch (default; GPU when available), or ONNX "
+                   help="how to run the model: torch (GPU when available), or ONNX "
                         "Runtime on the CPU: accurate (fp32), balanced (int8 decoder), fast (bf16 "
                         "encoder on OpenVINO where the CPU has bf16, else int8), auto (the most "
                         "accurate one within the latency budget on this machine); see "
-                        "docs/performance.md")
+                        f"docs/performance.md (default: {default_profile})")
 
 
 def add_plane_option(p: argparse.ArgumentParser) -> None:

@@ -120,26 +120,45 @@ def build_backend(spec: RuntimeSpec, model=None, folder: str | Path | None = Non
         folder: ONNX export folder (default <per-user cache>/onnx).
         budget: `profiles.Budget` for "auto" (default 60 ms per click, 1.5 s per slice).
     """
-    from .backends import onnx_backend_for, resolve_model
+    from .backends import onnx_backend_for
     from .backends.weights import ModelInfo
-    from .profiles import choose_auto, get_profile, profile_costs
+    from .profiles import get_profile
 
     if spec.profile == "torch":
         from .backends.torch_backend import TorchBackend
 
         return TorchBackend(model if model is not None else load_torch(spec))
-    if model is not None:
-        info = ModelInfo.from_model(model)
-    else:
-        adapter = None if (spec.adapter is None or spec.uses_base) else spec.adapter
-        clicks = False if spec.uses_base else spec.click_adapter
-        info = resolve_model(spec.model, spec.model_type, adapter, clicks)
-    name = spec.profile
-    if name == "auto":
-        name = choose_auto(profile_costs(info, spec.threads, folder=folder), budget)
-        log.info("auto profile: %s", name)
+    info = ModelInfo.from_model(model) if model is not None else model_info(spec)
+    name = concrete_profile(spec, info, folder, budget)
     return onnx_backend_for(get_profile(name), info, folder, model, spec.threads,
                             use_gate=spec.gate)
+
+
+def concrete_profile(spec: RuntimeSpec, info=None, folder: str | Path | None = None,
+                     budget=None) -> str:
+    """The profile `spec` runs as: "auto" becomes the one measured best on this machine (costs
+    measured once, then read from the user cache); others are returned as they are.
+
+    Args:
+        info: the `backends.weights.ModelInfo` of the model (resolved from `spec` when None).
+    """
+    if spec.profile != "auto":
+        return spec.profile
+    from .profiles import choose_auto, profile_costs
+
+    info = info if info is not None else model_info(spec)
+    name = choose_auto(profile_costs(info, spec.threads, folder=folder), budget)
+    log.info("auto profile: %s", name)
+    return name
+
+
+def model_info(spec: RuntimeSpec):
+    """The ONNX `ModelInfo` (weights, adapter) of `spec`, resolved without torch."""
+    from .backends import resolve_model
+
+    adapter = None if (spec.adapter is None or spec.uses_base) else spec.adapter
+    clicks = False if spec.uses_base else spec.click_adapter
+    return resolve_model(spec.model, spec.model_type, adapter, clicks)
 
 
 def default_cache(cache_dir: str | Path | None = None, disk: bool = True) -> EmbeddingCache:
