@@ -73,8 +73,10 @@ def _add_batch_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--threads-per-worker", type=int, default=1,
                    help="CPU threads of each LocalCluster worker, given to torch / ONNX "
                         "Runtime (default 1)")
-    t.add_argument("--retries", type=int, default=2,
-                   help="times an item runs again when its worker dies (default 2)")
+    t.add_argument("--retries", type=int, default=3,
+                   help="times an item runs again on another worker when its worker dies "
+                        "(LocalCluster; a running cluster keeps its own "
+                        "distributed.scheduler.allowed-failures) (default 3)")
     t.add_argument("--force", action="store_true",
                    help="run every item again, even those a previous run finished")
     t.add_argument("--glob", default=None,
@@ -115,11 +117,17 @@ def run(args: argparse.Namespace) -> int:
     items = discover(source, exclude=options.output, pattern=args.glob,
                      datasets=args.datasets.split(",") if args.datasets else None,
                      max_cases=args.max_cases)
+    if args.task == "eval" and not all(item.pair for item in items):
+        from ..core.errors import InputError
+
+        raise InputError(f"batch eval needs ground truth: give a folder with manifest.json "
+                         f"(or the manifest), not {args.source}.")
     where = args.scheduler or (f"a local cluster of {args.workers or 'one per core'} worker(s) "
                                f"x {args.threads_per_worker} thread(s)")
     print(f"batch {args.task}: {len(items)} item(s) from {source} on {where}; "
           f"ledger in {Path(options.output) / 'ledger'}")
-    with open_client(args.scheduler, args.workers, args.threads_per_worker) as client:
+    with open_client(args.scheduler, args.workers, args.threads_per_worker,
+                     args.retries) as client:
         summary = run_batch(client, items, options, retries=args.retries,
                             progress=not args.no_progress, force=args.force)
     print(summary.table())

@@ -35,12 +35,14 @@ def usable_cores() -> int:
 
 @contextlib.contextmanager
 def open_client(scheduler: str | None = None, workers: int | None = None,
-                threads_per_worker: int = 1) -> Iterator:
+                threads_per_worker: int = 1, retries: int = 3) -> Iterator:
     """A dask `Client`: on the cluster at `scheduler` (an address such as tcp://host:8786), or
     on a new LocalCluster of `workers` processes (default: one per usable core) with
-    `threads_per_worker` threads each; the LocalCluster's nannies restart a worker that dies.
-    Both are closed on exit."""
+    `threads_per_worker` threads each; its nannies restart a worker that dies and its scheduler
+    runs a task whose worker died again elsewhere, `retries` times (dask's allowed-failures; a
+    running cluster keeps its own). Both are closed on exit."""
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as exc:
         from ..errors import InputError
@@ -55,9 +57,10 @@ def open_client(scheduler: str | None = None, workers: int | None = None,
         if scheduler:
             client = Client(scheduler)
         else:
-            cluster = LocalCluster(n_workers=workers or usable_cores(),
-                                   threads_per_worker=threads_per_worker, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+            with dask.config.set({"distributed.scheduler.allowed-failures": int(retries)}):
+                cluster = LocalCluster(n_workers=workers or usable_cores(),
+                                       threads_per_worker=threads_per_worker, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)
         try:
             yield client
@@ -117,15 +120,16 @@ class Summary:
         return "\n".join(lines)
 
 
-def run_batch(client, items: list[Item], options: TaskOptions, retries: int = 2,
+def run_batch(client, items: list[Item], options: TaskOptions, retries: int = 3,
               progress: bool = True, force: bool = False,
               task: Callable[[Item, str, TaskOptions], dict] = run_item) -> Summary:
     """Run `task` on every item not done yet and return the summary.
 
     Args:
         client: a dask `Client` (see `open_client`).
-        retries: how many more times an item runs when its worker dies (or the task raises
-            past its own error handling); then it is recorded as failed.
+        retries: how many more times an item runs when its task raises past its own error
+            handling (a worker's death is retried by the scheduler: see `open_client`); then
+            it is recorded as failed.
         progress: show a progress bar with the total and an ETA.
         force: run every item, even those the ledger says are done.
         task: the per-item function (tests wrap `run_item`).
@@ -176,7 +180,9 @@ def _entry(future, item: Item, key: str, options: TaskOptions, ledger: Ledger) -
         return future.result()
     if future.status == "cancelled":
         return _missing(item, key, options, CANCELLED, "cancelled")
-    entry = _missing(item, key, options, FAILED, describe(future.exception()))
+    error = describe(future.exception()) if future.status == "error" else \
+        f"the cluster lost the task ({future.status})"
+    entry = _missing(item, key, options, FAILED, error)
     ledger.write(entry)
     return entry
 

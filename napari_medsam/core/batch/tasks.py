@@ -158,7 +158,7 @@ def prepare(options: TaskOptions) -> TaskOptions:
 def run_item(item: Item, key: str, options: TaskOptions) -> dict:
     """Run one item in this worker and record it in the ledger. Errors (a corrupt file, a
     missing head...) are recorded and returned, never raised: the batch goes on."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     entry = {"key": key, "item": item_dict(item), "task": options.task, "status": FAILED,
              "outputs": [], "host": platform.node(), "pid": os.getpid(), "worker": _worker()}
     try:
@@ -171,6 +171,7 @@ def run_item(item: Item, key: str, options: TaskOptions) -> dict:
     except Exception as exc:  # recorded with its message; the next item runs
         entry["error"] = describe(exc)
     entry["seconds"] = round(time.perf_counter() - start, 3)
+    entry["cpu_seconds"] = round(time.process_time() - cpu, 3)  # this process, all its threads
     entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     Ledger(options.output).write(entry)
     return entry
