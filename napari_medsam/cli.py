@@ -11,7 +11,7 @@ from . import __version__
 
 # module name in napari_medsam.commands; each defines `register(subparsers)`
 COMMANDS = ["demo", "segment", "embed", "evaluate", "propagate", "auto", "train_head", "finetune",
-            "adapters", "export", "bench"]
+            "adapters", "export", "bench", "batch"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, default_profile: str = "auto") -> None:
     p.add_argument("--model", default="litemedsam",
                    help="'litemedsam' (built in) or the path of a SAM/MedSAM checkpoint")
     p.add_argument("--model-type", default=None,
@@ -28,14 +28,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="apply --adapter to every image, even to images unlike the ones it was "
                         "trained on (by default those use the model without it; also "
                         "$NAPARI_MEDSAM_ADAPTER_GATE=0)")
-    p.add_argument("--profile", default="auto",
+    p.add_argument("--profile", default=default_profile,
                    choices=["auto", "torch", "accurate", "balanced", "fast"],
-                   help="how to run the model: auto (default: torch on a GPU when torch sees "
-                        "one, else the most accurate ONNX Runtime profile within the latency "
-                        "budget on this machine), torch (needs the [torch] extra), or ONNX "
-                        "Runtime on the CPU: accurate (fp32, the torch masks), balanced (int8 "
-                        "decoder), fast (bf16 encoder on OpenVINO where the CPU has bf16, else "
-                        "int8); see docs/performance.md")
+                   help="how to run the model: auto (torch on a GPU when torch sees one, else the "
+                        "most accurate ONNX Runtime profile within the latency budget on this "
+                        "machine), torch (needs the [torch] extra), or ONNX Runtime on the CPU: "
+                        "accurate (fp32, the torch masks), balanced (int8 decoder), fast (bf16 "
+                        "encoder on OpenVINO where the CPU has bf16, else int8); see "
+                        f"docs/performance.md (default: {default_profile})")
 
 
 def add_plane_option(p: argparse.ArgumentParser) -> None:

@@ -119,6 +119,10 @@ class EmbeddingCache:
                 _, old = self._mem.popitem(last=False)
                 self._used -= old.nbytes
 
+    def file(self, key: str) -> Path | None:
+        """Where `key` is stored on disk (None without a disk folder); it may not exist yet."""
+        return self._path(key)
+
     def _path(self, key: str) -> Path | None:
         return None if self.disk_dir is None else self.disk_dir / key[:2] / f"{key}.npz"
 

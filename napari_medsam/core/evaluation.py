@@ -44,6 +44,24 @@ def load_manifest(data_dir: str | Path) -> list[dict]:
     return json.loads(path.read_text())["pairs"]
 
 
+def select_pairs(
+    pairs: list[dict], datasets: list[str] | None = None, max_cases: int | None = None
+) -> list[dict]:
+    """The manifest pairs an evaluation covers: only `datasets` (default all), at most
+    `max_cases` per dataset, in manifest order (`eval` and `batch` select alike)."""
+    seen: dict[str, int] = defaultdict(int)
+    chosen = []
+    for pair in pairs:
+        name = pair["dataset"]
+        if datasets and name not in datasets:
+            continue
+        if max_cases is not None and seen[name] >= max_cases:
+            continue
+        seen[name] += 1
+        chosen.append(pair)
+    return chosen
+
+
 def iter_targets(
     data_dir: str | Path,
     datasets: list[str] | None = None,
@@ -57,37 +75,34 @@ def iter_targets(
         max_cases: at most this many cases per dataset.
         max_slices: for volumes, at most this many slices per label, evenly spread.
     """
+    for pair in select_pairs(load_manifest(data_dir), datasets, max_cases):
+        yield from pair_targets(data_dir, pair, max_slices)
+
+
+def pair_targets(data_dir: str | Path, pair: dict, max_slices: int | None = None
+                 ) -> Iterator[Target]:
+    """The targets of one manifest pair (every label of the image, or of each volume slice
+    holding it; `max_slices` per label at most, evenly spread)."""
     data_dir = Path(data_dir)
-    seen: dict[str, int] = defaultdict(int)
-    for pair in load_manifest(data_dir):
-        name = pair["dataset"]
-        if datasets and name not in datasets:
-            continue
-        if max_cases is not None and seen[name] >= max_cases:
-            continue
-        seen[name] += 1
-        img = open_image(data_dir / pair["image"])  # volumes as axial slices, like every verb
-        gt = img.labels_from_file(data_dir / pair["mask"])
-        preset = suggest_preset(img.data, pair.get("modality", ""))
-        if not img.is_volume:
-            for label in np.unique(gt)[1:]:
-                yield Target(
-                    name, pair["case"], int(label), None, img.data, gt == label, preset, None
-                )
-            continue
-        bounds = preset.bounds(img.data)
-        per_slice: dict[int, list[int]] = defaultdict(list)
+    name = pair["dataset"]
+    img = open_image(data_dir / pair["image"])  # volumes as axial slices, like every verb
+    gt = img.labels_from_file(data_dir / pair["mask"])
+    preset = suggest_preset(img.data, pair.get("modality", ""))
+    if not img.is_volume:
         for label in np.unique(gt)[1:]:
-            zs = np.nonzero((gt == label).any(axis=(1, 2)))[0]
-            if max_slices is not None and len(zs) > max_slices:
-                zs = zs[np.linspace(0, len(zs) - 1, max_slices).round().astype(int)]
-            for z in zs:
-                per_slice[int(z)].append(int(label))
-        for z in sorted(per_slice):
-            for label in per_slice[z]:
-                yield Target(
-                    name, pair["case"], label, z, img.data[z], gt[z] == label, preset, bounds
-                )
+            yield Target(name, pair["case"], int(label), None, img.data, gt == label, preset, None)
+        return
+    bounds = preset.bounds(img.data)
+    per_slice: dict[int, list[int]] = defaultdict(list)
+    for label in np.unique(gt)[1:]:
+        zs = np.nonzero((gt == label).any(axis=(1, 2)))[0]
+        if max_slices is not None and len(zs) > max_slices:
+            zs = zs[np.linspace(0, len(zs) - 1, max_slices).round().astype(int)]
+        for z in zs:
+            per_slice[int(z)].append(int(label))
+    for z in sorted(per_slice):
+        for label in per_slice[z]:
+            yield Target(name, pair["case"], label, z, img.data[z], gt[z] == label, preset, bounds)
 
 
 def evaluate_boxes(

@@ -142,27 +142,46 @@ def build_backend(spec: RuntimeSpec, model=None, folder: str | Path | None = Non
         folder: ONNX export folder (default <per-user cache>/onnx).
         budget: `profiles.Budget` for "auto" (default 60 ms per click, 1.5 s per slice).
     """
-    from .backends import onnx_backend_for, resolve_model
+    from .backends import onnx_backend_for
     from .backends.weights import ModelInfo
-    from .profiles import choose_auto, get_profile, profile_costs
+    from .profiles import get_profile
 
     if spec.resolved_profile() == "torch":
         from .backends.torch_backend import TorchBackend
 
         return TorchBackend(model if model is not None else load_torch(spec))
-    if model is not None:
-        info = ModelInfo.from_model(model)
-    else:
-        adapter = None if (spec.adapter is None or spec.uses_base) else spec.adapter
-        clicks = False if spec.uses_base else spec.click_adapter
-        info = resolve_model(spec.model, spec.model_type, adapter, clicks)
-    name = spec.profile
-    if name == "auto":  # no benchmark on a first run: measured costs if kept, else shipped
-        costs = profile_costs(info, spec.threads, folder=folder, measure=False)
-        name = choose_auto(costs, budget)
-        log.info("auto profile: %s", name)
+    info = ModelInfo.from_model(model) if model is not None else model_info(spec)
+    name = concrete_profile(spec, info, folder, budget)
     return onnx_backend_for(get_profile(name), info, folder, model, spec.threads,
                             use_gate=spec.gate)
+
+
+def concrete_profile(spec: RuntimeSpec, info=None, folder: str | Path | None = None,
+                     budget=None) -> str:
+    """The profile `spec` runs as: "auto" becomes "torch" on a GPU, else the most accurate ONNX
+    profile within the budget (costs measured here when kept, else shipped); others as given.
+
+    Args:
+        info: the `backends.weights.ModelInfo` of the model (resolved from `spec` when None).
+    """
+    if spec.profile != "auto" or spec.resolved_profile() == "torch":
+        return spec.resolved_profile()
+    from .profiles import choose_auto, profile_costs
+
+    info = info if info is not None else model_info(spec)
+    # no benchmark on a first run: the costs measured here when kept, else the shipped ones
+    name = choose_auto(profile_costs(info, spec.threads, folder=folder, measure=False), budget)
+    log.info("auto profile: %s", name)
+    return name
+
+
+def model_info(spec: RuntimeSpec):
+    """The ONNX `ModelInfo` (weights, adapter) of `spec`, resolved without torch."""
+    from .backends import resolve_model
+
+    adapter = None if (spec.adapter is None or spec.uses_base) else spec.adapter
+    clicks = False if spec.uses_base else spec.click_adapter
+    return resolve_model(spec.model, spec.model_type, adapter, clicks)
 
 
 def default_cache(cache_dir: str | Path | None = None, disk: bool = True) -> EmbeddingCache:
