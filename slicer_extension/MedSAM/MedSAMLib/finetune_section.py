@@ -149,7 +149,8 @@ class FinetuneSection:
             self.timer.stop()
             return
         state = self.widget.logic.finetuneState
-        self.ui.finetuneProgressBar.maximum = max(job.total, 1)
+        if job.total:  # known from the first step on (set to the steps asked for before)
+            self.ui.finetuneProgressBar.maximum = job.total
         self.ui.finetuneProgressBar.value = job.done
         if not job.cancelled:
             self.ui.finetuneStatusLabel.text = state.text
