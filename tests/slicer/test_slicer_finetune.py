@@ -6,8 +6,8 @@ routine as napari (`finetune_on_corrections`), loaded, and it changes the masks 
 A cancelled run writes nothing and keeps the adapter in use.
 
 Measured here (LiteMedSAM, torch CPU, 2 busy cores; 4 CAMUS 4CH ED images, LV + LA accepted
-with boxes, myocardium saved from a finished segment: 12 objects, 9 trained on, 8 steps, about 80 s
-of training): box Dice on those images, myocardium 0.174 -> 0.793, LV and LA 0.927 -> 0.932.
+with boxes, myocardium saved from a finished segment: 12 objects, 9 trained on, 8 steps, about
+80 s of training): box Dice on those images, myocardium 0.174 -> 0.793, LV and LA 0.927 -> 0.932.
 """
 
 from __future__ import annotations
