@@ -20,12 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import InputError
 from ..core.runtime import RuntimeSpec
 from ..core.session import Session
 
 Emit = Callable[[tuple], None]
-MIN_OBJECTS = 4  # fewer corrections cannot be split into training and validation objects
 
 
 def in_thread(work: Callable[[Emit, Callable[[], bool]], object],
@@ -122,37 +120,18 @@ class FinetuneRequest:
 def finetune_work(req: FinetuneRequest, emit: Emit, stopped: Callable[[], bool]):
     """Train an adapter on the saved corrections (blocking; run through `in_thread`).
 
-    A separate copy of the model is trained, so the model the user clicks with is never touched
-    while training runs; the panel loads the saved adapter only on "Use this adapter".
-    Embeddings come from the dock's shared cache (thread-safe): corrected images are not encoded
-    again. Emits ("status", text), ("start", n_train, n_val, steps), ("progress", step, steps,
-    Progress); returns (TrainResult, adapter folder).
+    The core's `finetune_on_corrections` (shared with the Slicer module) trains a separate copy
+    of the model, so the model the user clicks with is never touched while training runs; the
+    panel loads the saved adapter only on "Use this adapter". Embeddings come from the dock's
+    shared cache (thread-safe): corrected images are not encoded again. Emits ("status", text),
+    ("start", n_train, n_val, steps), ("progress", step, steps, Progress); returns
+    (TrainResult, adapter folder).
     """
-    from ..core.corrections import CorrectionStore, to_train_set
-    from ..core.predictor import Predictor
-    from ..core.runtime import load_torch
-    from ..core.training import TrainConfig, finetune, split_by_group
-    from ..core.training.loop import bf16_is_fast
+    from ..core.training.on_corrections import finetune_on_corrections
 
-    emit(("status", "Loading a training copy of the model…"))
-    model = load_torch(req.spec)
-    predictor = Predictor(model, req.engine.cache)
-    store = CorrectionStore(req.project)
-    emit(("status", f"Reading {len(store)} corrections (images not in the cache are embedded "
-                    "again)…"))
-    data = to_train_set(store, predictor)
-    if len(data) < MIN_OBJECTS:
-        raise InputError(f"Fine-tuning needs at least {MIN_OBJECTS} accepted objects; "
-                         f"{len(data)} are saved in {req.project}. Accept more objects first.")
-    train_set, val_set = split_by_group(data, 0.25)
-    device = str(model.device)
-    config = TrainConfig(steps=req.steps, minutes=req.minutes, batch_size=4, lr=1e-3,
-                         val_every=max(5, req.steps // 8), device=device,
-                         bf16=bf16_is_fast(device))
-    emit(("start", len(train_set), len(val_set), req.steps))
-    result = finetune(model, train_set, val_set, req.engine.cache, req.out, config,
-                      init_from="active", activate=False,
-                      metadata={"modality": req.modality, "trained_on": str(req.project)},
-                      progress=lambda p: emit(("progress", p.step, p.steps, p)),
-                      cancel=stopped)
-    return result, req.out
+    return finetune_on_corrections(
+        req.spec, req.engine.cache, req.project, req.out, req.modality, req.steps, req.minutes,
+        progress=lambda p: emit(("progress", p.step, p.steps, p)), cancel=stopped,
+        status=lambda text: emit(("status", text)),
+        started=lambda n_train, n_val, steps: emit(("start", n_train, n_val, steps)),
+    )

@@ -8,7 +8,6 @@ adapter" then switches the model to it. A decoder adapter keeps every embedding 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from qtpy.QtWidgets import (
@@ -21,13 +20,12 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..core.corrections import MODALITIES
 from ..core.errors import CancelledError, InputError, MedSAMError
 from .controls import button, combo, row
 from .host import Host
 from .jobs import FinetuneRequest, finetune_work, in_thread
 from .workers import JobRunner
-
-MODALITIES = ("any", "ct", "mri", "ultrasound", "dermoscopy", "endoscopy", "x-ray")
 
 
 class FinetunePanel:
@@ -136,13 +134,9 @@ class FinetunePanel:
         return self.runner.running
 
     def _out(self) -> Path:
-        from ..core.adapter_registry import registry_path
+        from ..core.adapter_registry import new_adapter_path
 
-        name = self.name_edit.text().strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise InputError(f"'{name}' cannot be an adapter name: use letters, digits, '-' "
-                             "and '_'.")
-        return registry_path(name, self.modality())
+        return new_adapter_path(self.name_edit.text(), self.modality())
 
     def start(self, steps: int = 80, minutes: float | None = None) -> None:
         """Train in the background on the saved corrections (several hundred objects run

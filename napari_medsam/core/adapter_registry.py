@@ -7,6 +7,7 @@ needs no torch, so the light install (ONNX only) can offer them too.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def registry_path(name: str, modality: str = "any", root: str | Path | None = No
         if not part or "/" in part or "\\" in part or part.startswith("."):
             raise InputError(f"'{part}' cannot be used as an adapter or modality name.")
     return Path(root or registry_dir()) / modality.lower() / name
+
+
+def new_adapter_path(name: str, modality: str = "any", root: str | Path | None = None) -> Path:
+    """Registry folder for an adapter a front end is about to train; the name is checked
+    (letters, digits, '-', '_' and '.'). Raises InputError with a plain message otherwise."""
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise InputError(f"'{name}' cannot be an adapter name: use letters, digits, '-' "
+                         "and '_'.")
+    return registry_path(name, modality, root)
 
 
 def _info(folder: Path, shipped: bool) -> AdapterInfo | None:

@@ -29,6 +29,8 @@ from .errors import InputError
 from .intensity import get_preset
 from .storage import user_data_dir
 
+MODALITIES = ("any", "ct", "mri", "ultrasound", "dermoscopy", "endoscopy", "x-ray")  # offered
+
 
 @dataclass
 class Correction:

@@ -1,18 +1,21 @@
 """MedSAM: LiteMedSAM segmentation in 3D Slicer on napari-medsam's shared core.
 
 Module (metadata, registers the Segment Editor effect), Widget (the panel: embed, propagate,
-automatic heads, echo sequences, adapters, installation), Logic (GUI-free, in MedSAMLib/logic.py)
+automatic heads, echo sequences, fine-tuning on corrections (MedSAMLib/finetune_section.py),
+adapters, installation), Logic (GUI-free, in MedSAMLib/logic.py)
 and Test (a self-test run from Slicer's Developer Tools). napari-medsam is installed on first use.
 """
 
 import logging
 import os
+import tempfile
 
 import ctk  # noqa: F401  (loads the ctk widgets the .ui file uses)
 import numpy as np
 import qt
 import slicer
 from MedSAMLib import dependencies, features, nodes
+from MedSAMLib.finetune_section import FinetuneSection
 from MedSAMLib.logic import MedSAMLogic as CoreLogic
 from MedSAMLib.logic import shared_logic
 from slicer.ScriptedLoadableModule import (
@@ -40,7 +43,8 @@ class MedSAM(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segment organs and lesions with LiteMedSAM: drag a box or click in the slice views "
             "(Segment Editor > MedSAM), propagate through slices or echo frames, run automatic "
-            "heads. The model runs on this computer; nothing is uploaded."
+            "heads, fine-tune an adapter on your corrections. The model runs on this computer; "
+            "nothing is uploaded."
         )
         self.parent.acknowledgementText = (
             "LiteMedSAM by Jun Ma et al. (MedSAM, Nature Communications 2024); "
@@ -76,6 +80,7 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self.job = None
         self.timer = None
+        self.finetune = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -100,14 +105,21 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ("installButton", self.onInstall), ("updateButton", self.onUpdate),
         ):
             getattr(self.ui, name).connect("clicked()", slot)
+        self.finetune = FinetuneSection(self)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneClose)
         self.updateStatus()
+
+    def enter(self):
+        if self.finetune is not None:
+            self.finetune.refresh()  # objects accepted in the Segment Editor meanwhile
 
     def cleanup(self):
         if self.timer is not None:
             self.timer.stop()
         if self.job is not None:
             self.job.cancel()
+        if self.finetune is not None:
+            self.finetune.cleanup()
         self.removeObservers()
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -152,6 +164,8 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.profileComboBox.setCurrentText(default)
             self.onPresetChanged(self.ui.presetComboBox.currentText)
             self.onProfileChanged(self.ui.profileComboBox.currentText)
+            self.finetune.fill()
+            self.finetune.apply(self.logic)
         return self.logic
 
     def inputs(self, need_segment=True):
@@ -344,6 +358,8 @@ class MedSAMTest(ScriptedLoadableModuleTest):
 
         volume = SampleData.downloadSample("MRHead")
         logic = MedSAMLogic()
+        project = tempfile.TemporaryDirectory()  # never into the user's own corrections
+        logic.setCorrectionsFolder(project.name)
         segmentation = nodes.add_segmentation(slicer.mrmlScene, volume)
         segment_id = nodes.segment_id(segmentation, "head")
         array = slicer.util.arrayFromVolume(volume)
@@ -354,6 +370,8 @@ class MedSAMTest(ScriptedLoadableModuleTest):
         result = nodes.segment_array(segmentation, segment_id, volume)
         self.assertTrue(result[index].any())
         self.assertEqual(int(result.sum()), int(mask.sum()))
+        self.assertEqual(logic.correctionsCount(), 1)  # the accepted box, saved for fine-tuning
+        project.cleanup()
         matrix, _ = nodes.labelmap_geometry(segmentation, segment_id)
         np.testing.assert_allclose(matrix, nodes.ijk_to_ras_matrix(volume), atol=1e-6)
         if logic.editor(slicer.mrmlScene).logic is not None:  # Slicer >= 5.9: undoable edits

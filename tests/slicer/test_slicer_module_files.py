@@ -25,7 +25,8 @@ def ui_widgets() -> dict[str, str]:
 
 
 def test_every_ui_name_the_widget_uses_exists():
-    source = (MODULE_DIR / "MedSAM.py").read_text()
+    source = "\n".join((MODULE_DIR / f).read_text()
+                       for f in ("MedSAM.py", "MedSAMLib/finetune_section.py"))
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     # names looked up with getattr(self.ui, name)
     used |= set(re.findall(r'"(\w+(?:Button|ComboBox|Selector|LineEdit|Bar))"', source))

@@ -3,6 +3,8 @@
 Left-drag: box around the object (starts a new object). Left-click: positive point,
 Ctrl+left-click: negative point (refine the current object). Esc: start a new object.
 Every prompt is one undo step (saveStateForUndo, then modifySelectedSegmentByLabelmap).
+A finished object (Esc, the next object, or leaving the effect) is saved as a correction for
+fine-tuning (the Logic's `acceptObject`; folder and on/off in the MedSAM module's Fine-tune).
 Loaded by Slicer from its file path (see MedSAM.py), so imports are absolute.
 """
 
@@ -23,7 +25,8 @@ HELP = """<html>Segment with LiteMedSAM in the slice views.<p><ul style="margin:
 <li><b>Ctrl+left-click:</b> add a negative point (the object shrinks there).
 <li><b>Esc:</b> finish the object; the next click starts a new one.
 </ul><p>Use a view aligned with the volume (Axial, Sagittal or Coronal of the volume's grid).
-Ctrl+Z undoes the last prompt. Embedding the volume ahead makes every slice instant.</html>"""
+Ctrl+Z undoes the last prompt. Embedding the volume ahead makes every slice instant.
+<p>Finished objects are saved as corrections for fine-tuning (MedSAM module > Fine-tune).</html>"""
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -87,6 +90,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameter("NewObjectMode", self.modeBox.currentData)
 
     def deactivate(self):
+        self._finish_object()
         for view, band in self.bands.items():
             self.scriptedEffect.removeActor2D(view, band[0])
         self.bands, self.trackers, self.current = {}, {}, None
@@ -163,8 +167,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._prompt(viewWidget, gesture)
             return True
         if eventId == vtk.vtkCommand.KeyPressEvent and callerInteractor.GetKeySym() == "Escape":
-            self.current = None
-            self._say("Object finished. Drag a box around the next object.")
+            saved = self._finish_object()
+            self._say("Object finished" + (" and saved as a correction" if saved else "")
+                      + ". Drag a box around the next object.")
             return True
         return False
 
@@ -205,10 +210,31 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def _key(volume, segmentation, segment_id, axis, index):
         return (volume.GetID(), segmentation.GetID(), segment_id, axis, index)
 
+    def _finish_object(self):
+        """The object is done: the Logic saves it as a correction (when saving is on) and clears
+        its prompts. Returns the correction's id (None: nothing saved). Never raises."""
+        current, self.current = self.current, None
+        if current is None:
+            return None
+        volume_id, segmentation_id, segment_id, axis, index = current.key
+        scene = slicer.mrmlScene
+        volume, segmentation = scene.GetNodeByID(volume_id), scene.GetNodeByID(segmentation_id)
+        if volume is None or segmentation is None:
+            return None
+        try:
+            return shared_logic().acceptObject(volume, axis, segmentation, segment_id, index)
+        except Exception as exc:  # the segment is written already; say why it was not saved
+            logging.exception("MedSAM: saving the correction failed")
+            self._say(f"The object is in the segment but was not saved as a correction: {exc}",
+                      error=True)
+            return None
+
     def _start_object(self, logic, volume, segmentation, segment_id, axis, index):
-        """Remember the slice as it is before this object (kept under every refinement)."""
+        """Finish the previous object, then remember the slice as it is before this one (kept
+        under every refinement)."""
         import numpy as np
 
+        self._finish_object()
         logic.resetPrompts(volume, axis)
         key = self._key(volume, segmentation, segment_id, axis, index)
         if self.modeBox.currentData == "replace":

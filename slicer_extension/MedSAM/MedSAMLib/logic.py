@@ -4,7 +4,8 @@ GUI-free (no qt, ctk or ScriptedLoadableModule), so it runs inside Slicer, in ba
 headless on PyPI's `slicer-core`. Volumes come in as `arrayFromVolume` (K, J, I) arrays plus
 their IJK-to-RAS; masks go back into segments through `updateSegmentBinaryLabelmapFromArray` (whole
 volumes) or a one-slice labelmap (the Segment Editor's way). Method names follow Slicer's
-camelCase convention; everything heavy also has a background-job form (see jobs.py).
+camelCase convention; everything heavy also has a background-job form (see jobs.py). Accepted
+objects are saved as corrections and adapters fine-tuned on them (logic_corrections.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import editing, features, nodes
 from . import geometry as geo
 from .jobs import BackgroundJob
 from .logic_background import BackgroundWork, BusyError, Entry
+from .logic_corrections import CorrectionsWork
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -25,7 +27,7 @@ CancelFn = Callable[[], bool]
 MAX_SESSIONS = 4  # volumes x axes kept ready; older ones are rebuilt (from the cache) on use
 
 
-class MedSAMLogic(BackgroundWork):
+class MedSAMLogic(BackgroundWork, CorrectionsWork):
     """Interactive and batch segmentation of Slicer volumes with LiteMedSAM.
 
     Args:
@@ -218,13 +220,17 @@ class MedSAMLogic(BackgroundWork):
                      mode: str = "replace") -> int:
         """Write the preview into its slice of the segment (replace, add or remove).
 
-        Returns the number of voxels in the preview; the prompts are then cleared.
+        The object is then accepted: saved as a correction (replace, add; see
+        `acceptObject`) and its prompts cleared. Returns the number of voxels in the preview.
         """
         index, mask = self.preview(volumeNode, axis)
         if mask is None or not mask.any():
             raise nodes.NodeError("Nothing to apply: draw a box or click on the object first.")
         self.writeSlice(segmentationNode, segmentId, volumeNode, mask, axis, index, mode)
-        self.resetPrompts(volumeNode, axis)
+        if mode == "remove":  # an eraser, not an object
+            self.resetPrompts(volumeNode, axis)
+        else:
+            self.acceptObject(volumeNode, axis, segmentationNode, segmentId)
         return int(mask.sum())
 
     def editor(self, scene) -> editing.SliceEditor:
