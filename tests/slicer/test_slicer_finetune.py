@@ -26,10 +26,12 @@ pytest.importorskip("peft")
 from MedSAMLib import nodes  # noqa: E402
 from MedSAMLib.logic_corrections import FinetuneBusyError  # noqa: E402
 
-from napari_medsam.core.adapters import adapters_of, read_metadata, registry_path  # noqa: E402
+from napari_medsam.core.adapter_registry import registry_path  # noqa: E402
+from napari_medsam.core.adapters import adapters_of  # noqa: E402
 from napari_medsam.core.corrections import CorrectionStore  # noqa: E402
 from napari_medsam.core.errors import CancelledError  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
+from napari_medsam.core.storage import read_metadata  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MARGIN = 5
