@@ -1,10 +1,16 @@
-"""Base model vs click adapter on the dev set: the table of docs/accuracy.md.
+"""Click accuracy on the dev set, model against model: the tables of docs/accuracy.md.
 
-For every dev dataset and label: box Dice (base, adapter-on model), clicks-only Dice after 1, 3
-and 5 clicks and NoC@85 / NoC@90 (cap 20), for the base model and with the shipped click adapter.
-Records go to a JSON file so the table can be rebuilt without rerunning.
+For every dev dataset and label: box Dice, and clicks-only Dice after 1, 3 and 5 clicks with
+NoC@85 / NoC@90 (cap --max-clicks), for each model given with --models NAME=WHAT:
+  base            LiteMedSAM without adapter
+  shipped         the click adapter shipped in the package (the default)
+  <folder>        a LoRA adapter folder (peft), run like the shipped one
+  moe:<folder>    a mixture-of-experts adapter (training.moe; torch only)
+Clicks go through the predictor as a user's do (zoom windows for small objects included, as the
+predictor is built by `core.runtime`). Records go to a JSON file so the table can be rebuilt.
 
-    python scripts/click_accuracy_table.py --max-slices 3 --json out/clicks_dev.json
+    python scripts/click_accuracy_table.py --models base=base old=shipped new=/path/click \\
+        --max-slices 3 --json out/clicks_dev.json
 """
 
 from __future__ import annotations
@@ -15,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -24,6 +28,20 @@ from napari_medsam.core.click_eval import evaluate_clicks, summarize_clicks  # n
 from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # noqa: E402
 from napari_medsam.core.evaluation import evaluate_boxes, iter_targets, summarize  # noqa: E402
 from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E402
+
+
+def predictor_for(what: str, cache, profile: str, zoom: bool):
+    """A predictor for one --models entry."""
+    if what.startswith("moe:"):
+        from napari_medsam.core.predictor import Predictor
+        from napari_medsam.core.runtime import load_torch
+        from napari_medsam.core.training import moe
+
+        model = load_torch(RuntimeSpec(profile="torch", click_adapter=False))
+        moe.load(model, what[4:])
+        return Predictor(model, cache, zoom=zoom)
+    adapter = {"base": "none", "shipped": None}.get(what, what)
+    return build_predictor(RuntimeSpec(profile=profile, adapter=adapter, zoom=zoom), cache)
 
 
 def run(predictor, args, tag: str) -> list[dict]:
@@ -44,33 +62,43 @@ def pooled(records: list[dict], datasets: set[str]) -> list[dict]:
 
 
 def table(records: list[dict], pool: set[str] = frozenset()) -> str:
+    """One row per dataset and label; cells "a / b / c" in the order of the models."""
     records = pooled(records, pool)
-    by = {m: [r for r in records if r["model"] == m] for m in ("base", "adapter")}
-    box = {m: summarize([r for r in by[m] if r["prompt"] == "box"]) for m in by}
-    clicks = {m: summarize_clicks(by[m]) for m in by}
-    head = ("| dataset | label | n | box base | box adapter | 1 click base / adapter | "
-            "3 clicks | 5 clicks | NoC@85 | NoC@90 |")
-    lines = [head, "|" + "---|" * 10]
-    for (ds, label, prompt), s in clicks["adapter"].items():
-        b = clicks["base"].get((ds, label, prompt), {})
-        bb = box["base"].get((ds, label, "box"), {}).get("mean", float("nan"))
-        ba = box["adapter"].get((ds, label, "box"), {}).get("mean", float("nan"))
-        cells = [f"{b.get(f'dice@{k}', float('nan')):.3f} / **{s[f'dice@{k}']:.3f}**"
-                 for k in (1, 3, 5)]
-        cells += [f"{b.get(n, float('nan')):.1f} / **{s[n]:.1f}**" for n in ("noc85", "noc90")]
-        lines.append(f"| {ds} | {label} | {s['n']} | {bb:.3f} | {ba:.3f} | " + " | ".join(cells)
-                     + " |")
+    models = list(dict.fromkeys(r["model"] for r in records))
+    box = {m: summarize([r for r in records if r["model"] == m and r["prompt"] == "box"])
+           for m in models}
+    clicks = {m: summarize_clicks([r for r in records if r["model"] == m]) for m in models}
+    order = " / ".join(models)
+    head = (f"| dataset | label | n | box ({order}) | 1 click | 3 clicks | 5 clicks | NoC@85 | "
+            "NoC@90 |")
+    lines = [head, "|" + "---|" * 9]
+    for key in clicks[models[-1]]:
+        ds, label, _ = key
+
+        def cell(name: str, fmt: str, key=key) -> str:
+            values = [clicks[m].get(key, {}).get(name, float("nan")) for m in models]
+            return " / ".join(format(v, fmt) for v in values)
+
+        boxes = " / ".join(f"{box[m].get((ds, label, 'box'), {}).get('mean', float('nan')):.3f}"
+                           for m in models)
+        n = clicks[models[-1]][key]["n"]
+        lines.append(f"| {ds} | {label} | {n} | {boxes} | {cell('dice@1', '.3f')} | "
+                     f"{cell('dice@3', '.3f')} | {cell('dice@5', '.3f')} | "
+                     f"{cell('noc85', '.1f')} | {cell('noc90', '.1f')} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--models", nargs="+", default=["base=base", "adapter=shipped"],
+                   help="NAME=WHAT pairs: base, shipped, an adapter folder, moe:<folder>")
     p.add_argument("--datasets", default=None, help="comma-separated (default all)")
     p.add_argument("--max-slices", type=int, default=3)
     p.add_argument("--max-clicks", type=int, default=20)
+    p.add_argument("--profile", default="accurate", help="runtime profile (moe: torch)")
+    p.add_argument("--no-zoom", action="store_true")
     p.add_argument("--cache", default=None)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     p.add_argument("--from-json", default=None, help="only print the table of saved records")
     p.add_argument("--pool", default="", help="datasets whose labels are pooled into one row")
@@ -79,12 +107,15 @@ def main() -> int:
         print(table(json.loads(Path(args.from_json).read_text()), set(args.pool.split(","))))
         return 0
     args.datasets = args.datasets.split(",") if args.datasets else None
-    torch.set_num_threads(args.threads)
     cache = EmbeddingCache(disk_dir=args.cache or default_cache_dir() / "embeddings")
-    records = []
-    for tag, flag in (("adapter", True), ("base", False)):
-        predictor = build_predictor(RuntimeSpec(click_adapter=flag), cache)
-        records += run(predictor, args, tag)
+    records = json.loads(Path(args.json).read_text()) if args.json and Path(
+        args.json).is_file() else []
+    done = {r["model"] for r in records}
+    for entry in args.models:
+        tag, what = entry.split("=", 1)
+        if tag in done:
+            continue
+        records += run(predictor_for(what, cache, args.profile, not args.no_zoom), args, tag)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(records))

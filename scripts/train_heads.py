@@ -1,6 +1,6 @@
 """Reproduce the shipped automatic-segmentation heads and the numbers in docs/autoseg.md.
 
-    python scripts/train_heads.py                   # the four shipped heads (CAMUS, PH2 x 2 kinds)
+    python scripts/train_heads.py                   # the shipped heads (every task x 2 kinds)
     python scripts/train_heads.py --curve           # few-shot curve: 5, 10, 20 training images
     python scripts/train_heads.py --only ph2-patch  # one head
 
@@ -42,10 +42,20 @@ from napari_medsam.core.predictor import Predictor  # noqa: E402
 from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 from napari_medsam.core.storage import read_metadata, write_metadata  # noqa: E402
 
-TASKS = {  # dataset -> (structure values, names, shipped training images, held-out val patients)
-    "camus": ([1, 2, 3], ["LV", "myocardium", "LA"], 200, 8),
-    "ph2": ([1], ["lesion"], 130, 15),
+TASKS = {  # head name -> (datasets, structure values, names, training images, val patients)
+    "camus": (["camus"], [1, 2, 3], ["LV", "myocardium", "LA"], 200, 8),
+    "ph2": (["ph2"], [1], ["lesion"], 130, 15),
+    "cardiac-mri": (["acdc", "mscmr"], [1, 2, 3], ["RV", "myocardium", "LV"], 400, 10),
+    "abdomen-mri": (["chaos_t2"], [1, 2, 3, 4], ["liver", "right kidney", "left kidney",
+                                                 "spleen"], 250, 2),
 }
+
+
+def task_pairs(folder: str, datasets: list[str]) -> list[dict]:
+    """The pairs of every dataset of a task, cases named dataset/case (ids may repeat)."""
+
+    return [{**p, "case": f"{p['dataset']}/{p['case']}"}
+            for d in datasets for p in list_pairs(folder, d)]
 KINDS = ("patch", "shape")
 CURVE = (5, 10, 20)
 
@@ -94,7 +104,7 @@ def save_results(path: Path, key: str, entry: dict) -> None:
 def markdown_tables(results: dict) -> str:
     """The docs/autoseg.md tables: dev Dice of each head (dense and chosen mode) vs box prompt."""
     lines = []
-    for dataset, (_, names, _, _) in TASKS.items():
+    for dataset, (_, _, names, _, _) in TASKS.items():
         box = results.get(f"{dataset}-box-prompt")
         if box is None:
             continue
@@ -139,18 +149,18 @@ def main() -> int:
     predictor = Predictor(model, EmbeddingCache(memory_bytes=1 << 28, disk_dir=args.cache_dir))
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    for dataset, (values, names, n_ship, n_val) in TASKS.items():
+    for dataset, (sets, values, names, n_ship, n_val) in TASKS.items():
         jobs = [f"{dataset}-{k}" for k in KINDS]
         jobs = [j for j in jobs if args.only is None or j in args.only]
         if not jobs:
             continue
-        train_pairs, val_pairs = split_patients(list_pairs(args.train, dataset), n_val)
-        dev = load_examples(predictor, list_pairs(args.dev, dataset), values)
+        train_pairs, val_pairs = split_patients(task_pairs(args.train, sets), n_val)
+        dev = load_examples(predictor, task_pairs(args.dev, sets), values)
         if f"{dataset}-box-prompt" not in results:
             results[f"{dataset}-box-prompt"] = box_prompt_dice(predictor, dev, values, names)
             save_results(out_path, f"{dataset}-box-prompt", results[f"{dataset}-box-prompt"])
         for job in jobs:
-            kind = job.split("-")[1]
+            kind = job.rsplit("-", 1)[1]
             sizes = CURVE if args.curve else (n_ship,)
             for n in sizes:
                 key = f"{job}@{n}" if args.curve else job

@@ -10,16 +10,21 @@ from .common import add_model_options, add_plane_option, make_predictor
 def register(sub) -> None:
     p = sub.add_parser("auto", help="segment every structure automatically with a trained head",
                        description="Segment all structures a head knows (e.g. LV, myocardium, "
-                       "LA) with no click. A volume is segmented slice by slice. The result is a "
-                       "starting point: open it and correct it.")
+                       "LA) with no click. A volume is segmented slice by slice, then each "
+                       "structure is made consistent across slices. The result is a starting "
+                       "point: open it and correct it.")
     p.add_argument("image", help="2D image, NIfTI volume or DICOM folder")
     p.add_argument("--head", required=True,
-                   help=f"a shipped head ({', '.join(_shipped()) or 'none installed'}) or the "
+                   help=f"a shipped head: {'; '.join(_shipped()) or 'none installed'}; or the "
                         "folder of a head made with train-head")
     p.add_argument("--mode", default=None, choices=["dense", "box", "refine"],
                    help="how the head prompts the model (default: the head's validated choice)")
     p.add_argument("--slice", type=int, default=None,
-                   help="volumes: only this slice (default: every slice)")
+                   help="volumes: only this slice (default: every slice, then each structure "
+                        "made consistent across slices: islands dropped, gaps filled)")
+    p.add_argument("--slice-by-slice", action="store_true",
+                   help="volumes: keep every slice as the head segmented it (no consistency "
+                        "pass across slices)")
     p.add_argument("-o", "--output", required=True,
                    help="output label map: .png/.tif for 2D, .nii.gz keeps the volume's geometry")
     add_plane_option(p)
@@ -28,14 +33,11 @@ def register(sub) -> None:
 
 
 def _shipped() -> list[str]:
-    """Names of the heads shipped in the package (no torch import: help must stay fast)."""
-    import importlib.resources
+    """The shipped heads with their modality and structures, e.g. "camus-patch (echo: LV,
+    myocardium, LA)" (no torch import: help must stay fast)."""
+    from ..core.autoseg.store import describe, list_heads
 
-    root = importlib.resources.files("napari_medsam") / "resources" / "heads"
-    try:
-        return sorted(p.name for p in root.iterdir() if (p / "head.safetensors").is_file())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    return [describe(folder) for folder in list_heads().values()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +56,19 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.image} is a 2D image: it has no slice {args.slice}.")
     slices = [args.slice] if (data.is_volume and args.slice is not None) else \
         list(range(session.n_slices))
-    for z in tqdm(slices, unit="slice", desc="auto", disable=len(slices) < 2):
-        session.auto(head, mode=args.mode, z=z, commit=True)
+    if data.is_volume and args.slice is None:  # a volume as a volume (autoseg.volume)
+        bar = tqdm(unit="step", desc="auto")
+
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+        session.auto_volume(head, args.mode, consistent=not args.slice_by_slice,
+                            progress=progress)
+        bar.close()
+    else:
+        for z in slices:
+            session.auto(head, mode=args.mode, z=z, commit=True)
     out = data.write_labels(args.output, session.labels)
     counts = {name: int((session.labels == v).sum())
               for v, name in zip(head.structures, head.names, strict=True)}

@@ -169,12 +169,14 @@ def shipped_costs(threads: int) -> dict[str, Cost]:
 
 
 def profile_costs(info, threads: int | None = None, remeasure: bool = False,
-                  folder=None, repeats: int = 3, measure: bool = True) -> dict[str, Cost]:
+                  folder=None, repeats: int = 3, measure_missing: bool = True
+                  ) -> dict[str, Cost]:
     """Cost of every profile on this machine: measured once and kept in the user cache.
 
     Args:
         remeasure: measure again even when a measurement is kept.
-        measure: when nothing is kept yet, measure (False: the shipped costs, no benchmark).
+        measure_missing: when nothing is kept yet, measure (False: the shipped costs, no
+            benchmark).
     """
     from .backends.onnx_backend import default_threads
 
@@ -189,7 +191,7 @@ def profile_costs(info, threads: int | None = None, remeasure: bool = False,
             stored = {}
     if not remeasure and key in stored:
         return {k: Cost(**v) for k, v in stored[key].items()}
-    if not measure and not remeasure:
+    if not measure_missing and not remeasure:
         return shipped_costs(threads)
     from .backends import onnx_backend_for
 

@@ -41,6 +41,9 @@ class PropagationSettings:
     min_area: stop when the mask has fewer pixels than this fraction of the start mask.
     min_score: stop when the decoder's predicted IoU falls below this.
     min_overlap: stop when Dice with the previous slice's mask falls below this.
+    small_area / small_overlap: for a previous mask under `small_area` pixels (a small lesion,
+        a few hundred voxels per slice) the overlap limit is `small_overlap` instead: a small
+        object shifts by a good part of its size from slice to slice.
     max_growth: stop when the mask gets this many times larger than the previous one.
     max_slices: at most this many slices per direction (None: to the end).
     """
@@ -51,6 +54,8 @@ class PropagationSettings:
     min_area: float = 0.02
     min_score: float = 0.5
     min_overlap: float = 0.6
+    small_area: int = 0
+    small_overlap: float = 0.6
     max_growth: float = 2.0
     max_slices: int | None = None
 
@@ -152,8 +157,9 @@ def stop_reason(new: SliceMask, prev: SliceMask, start_area: int, s: Propagation
     if new.score < s.min_score:
         return f"object ended (score {new.score:.2f} < {s.min_score:.2f})"
     overlap = dice(new.mask, prev.mask)
-    if overlap < s.min_overlap:
-        return f"object ended (overlap with previous slice {overlap:.2f} < {s.min_overlap:.2f})"
+    limit = s.small_overlap if prev_area < s.small_area else s.min_overlap
+    if overlap < limit:
+        return f"object ended (overlap with previous slice {overlap:.2f} < {limit:.2f})"
     if area > s.max_growth * max(prev_area, 1):
         return f"stopped: mask grew {area / max(prev_area, 1):.1f}x (leak into a neighbour?)"
     return ""

@@ -170,7 +170,8 @@ def concrete_profile(spec: RuntimeSpec, info=None, folder: str | Path | None = N
 
     info = info if info is not None else model_info(spec)
     # no benchmark on a first run: the costs measured here when kept, else the shipped ones
-    name = choose_auto(profile_costs(info, spec.threads, folder=folder, measure=False), budget)
+    costs = profile_costs(info, spec.threads, folder=folder, measure_missing=False)
+    name = choose_auto(costs, budget)
     log.info("auto profile: %s", name)
     return name
 

@@ -331,13 +331,34 @@ class Session(VolumeVerbs):
         """
         from .autoseg import load_head, segment_embedding
 
-        if not hasattr(head, "module"):  # a name or a folder
+        if not hasattr(head, "run"):  # a name or a folder
             head = load_head(head, self.predictor)
         z = self.current_slice if z is None else int(z)
         self.embed(z)
         result = segment_embedding(self.predictor, head, mode).labels
         if commit:
             self.commit_structures(result, head, z)
+        return result
+
+    def auto_volume(self, head, mode=None, consistent: bool = True, commit: bool = True,
+                    progress: ProgressFn | None = None, cancel: CancelFn | None = None
+                    ) -> np.ndarray:
+        """Segment every slice of the volume with a head, then make each structure consistent
+        across slices (`autoseg.volume`); with `commit`, written like `auto(commit=True)`.
+
+        Returns:
+            uint16 (Z, H, W) label map with the head's structure values.
+        """
+        from .autoseg import load_head, segment_volume
+
+        self._require_volume()
+        if not hasattr(head, "run"):  # a name or a folder
+            head = load_head(head, self.predictor)
+        result = segment_volume(self, head, mode, consistent, progress, cancel)
+        if commit:
+            for z in range(self.n_slices):
+                if result[z].any():
+                    self.commit_structures(result[z], head, z)
         return result
 
     def commit_structures(self, result: np.ndarray, head, z: int | None = None) -> dict[int, int]:

@@ -196,7 +196,7 @@ def open_image(path: str | Path, plane: str = "axial") -> Volume | ImageData:
     img = read_image(path)
     if not img.is_volume or img.data.ndim != 3:
         return img
-    reo = plane_reorientation(_orientation_affine(img, path), plane)
+    reo = plane_reorientation(orientation_affine(img.affine), plane)
     return Volume(reo.to_display(img.data), img, plane, reo, "volume")
 
 
@@ -217,14 +217,15 @@ def read_volume(path: str | Path, plane: str = "axial") -> Volume:
     return vol
 
 
-def _orientation_affine(img: ImageData, path: Path) -> np.ndarray:
-    """The affine that says which way is which. A file without geometry (a TIFF stack, DICOM
-    without orientation tags, or a NIfTI whose affine is exactly the identity, the default of
-    tools that save plain arrays) is taken as already stored in the canonical axial layout:
-    its slices are used as stored, not turned by an orientation nobody recorded."""
-    if np.allclose(img.affine, np.eye(4)):
+def orientation_affine(affine: np.ndarray) -> np.ndarray:
+    """The affine that says which way is which. Data without geometry (a TIFF stack, DICOM
+    without orientation tags, a NIfTI or Slicer volume whose matrix is exactly the identity, the
+    default of tools that save plain arrays) is taken as already stored in the canonical axial
+    layout: its slices are used as stored, not turned by an orientation nobody recorded."""
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape == (4, 4) and np.allclose(affine, np.eye(4)):
         return np.diag([-1.0, -1.0, 1.0, 1.0])
-    return img.affine
+    return affine
 
 
 def read_sequence(path: str | Path) -> Volume:

@@ -7,6 +7,7 @@
 - train.py: the small two-phase training loop. evaluate.py: Dice per structure and mode.
 - infer.py: run a head on the current image -> label map (torch-free on an ONNX backend).
 - store.py: find/load heads (torch-free); torch_run.py: the torch side (load, run, save, export).
+- volume.py: a volume as a volume (islands dropped, gaps filled, ends tried across slices).
 
 Names are imported on first use, so `from napari_medsam.core.autoseg import load_head` does not
 import torch (the light install runs heads with onnxruntime).
@@ -23,6 +24,7 @@ _WHERE = {
     "MODES": "infer", "AutoHead": "infer", "AutoResult": "infer",
     "segment_embedding": "infer", "list_heads": "store", "load_head": "store",
     "resolve_head": "store", "save_head": "torch_run", "HeadTrainConfig": "train",
+    "segment_volume": "volume",
     "HeadTrainResult": "train", "train_head": "train",
 }
 __all__ = sorted(_WHERE)

@@ -33,6 +33,16 @@ def list_heads() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / WEIGHTS_FILE).is_file()}
 
 
+def describe(folder: Path) -> str:
+    """"name (modality: structures)" of a head folder, for help texts and menus."""
+    try:
+        meta = read_metadata(folder)
+    except CheckpointError:
+        return folder.name
+    names = ", ".join(meta.get("names") or [])
+    return f"{folder.name} ({meta.get('modality', meta.get('dataset', '?'))}: {names})"
+
+
 def resolve_head(name_or_path: str | Path) -> Path:
     """A head folder from a shipped name or a path, with a clear error when it is neither."""
     path = Path(name_or_path).expanduser()

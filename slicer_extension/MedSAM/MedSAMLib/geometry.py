@@ -216,10 +216,11 @@ class SliceFrame:
 
     @classmethod
     def of(cls, ijk_to_ras_matrix: np.ndarray, axis: int, shape_kji) -> SliceFrame:
-        from napari_medsam.core.volume import plane_reorientation
+        from napari_medsam.core.volume import orientation_affine, plane_reorientation
 
-        plane = plane_for_axis(ijk_to_ras_matrix, axis)
-        reo = plane_reorientation(matrix_from_affine(ijk_to_ras_matrix), plane)
+        matrix = orientation_affine(matrix_from_affine(ijk_to_ras_matrix))  # as the CLI's
+        plane = plane_for_axis(matrix, axis)
+        reo = plane_reorientation(matrix, plane)
         if reo.axes[0] != axis:
             raise GeometryError(f"The {plane} slices of this volume do not run across array "
                                 f"axis {axis}.")
