@@ -144,7 +144,8 @@ def test_embed_equals_cli_cache(auto_run, inputs, cluster, tmp_path, capsys):
     assert all(Path(f).is_file() for e in ledger.values() for f in e["outputs"])
     cli_cache = auto_run["tmp"] / "cli-cache"  # filled by the CLI's `auto` runs
     capsys.readouterr()
-    assert main(["embed", str(good(inputs)[-1]), "--cache-dir", str(cache)]) == 0
+    assert main(["embed", str(good(inputs)[-1]), "--cache-dir", str(cache), "--profile",
+                 "torch"]) == 0
     assert "0 computed" in capsys.readouterr().out  # the CLI finds the batch's entry
     batch, cli = npz_arrays(cache), npz_arrays(cli_cache)
     assert len(batch) == 2 and batch.keys() <= cli.keys()

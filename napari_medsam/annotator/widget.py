@@ -367,9 +367,11 @@ class MedSAMWidget(QWidget):
             self.guard(ann.on_slice_changed)
 
     def _propagating(self) -> bool:
-        if self.volume.running:
-            self.notify("info", "Propagation is running: wait for it or press Cancel.")
-        return self.volume.running
+        """A job writes into the labels (propagation, a volume's automatic segmentation)."""
+        busy = self.volume.running or self.auto.ann is not None
+        if busy:
+            self.notify("info", f"{self.runner.name} is running: wait for it or press Cancel.")
+        return busy
 
     def accept(self) -> int | None:
         """Write the object into the labels with the next free id (or the chosen one)."""

@@ -96,8 +96,12 @@ class EmbeddingCache:
         return entry
 
     def put(self, key: str, entry: Embedding) -> None:
-        """Store in memory and, when a disk folder is set, atomically on disk."""
-        entry.features = np.asarray(entry.features, dtype=np.float32)
+        """Store in memory and, when a disk folder is set, atomically on disk.
+
+        Features are rounded to float16 precision (what the disk keeps) in memory too, so a
+        result never depends on whether its embedding came from memory, disk or the encoder.
+        """
+        entry.features = np.asarray(entry.features, dtype=np.float16).astype(np.float32)
         self._remember(key, entry)
         if self.disk_dir is not None:
             self._save(key, entry)

@@ -248,14 +248,15 @@ class Predictor:
         shape = self.embedding.original_size
         if boxes is not None:
             target = policy.window(boxes[0], shape)
-        elif src.window is not None and contains(src.window, coords[0]):
+        elif src.window is not None and contains(src.window, points=coords[0]):
             target = src.window  # the next click on the same object: same window
         else:
             first = self._predict_in(None, coords, lab, None, masks_in, src, False)
             target = policy.window(extent_of(first.masks[0], coords[0]), shape)
             if target is None:
                 return None, first
-        if target is not None and coords is not None and not contains(target, coords[0], 0.0):
+        if target is not None and coords is not None and not contains(target, points=coords[0],
+                                                                      margin=0.0):
             return None, None  # a click outside the object's window: decode the whole image
         return target, None
 

@@ -354,12 +354,20 @@ class Session(VolumeVerbs):
         self._require_volume()
         if not hasattr(head, "run"):  # a name or a folder
             head = load_head(head, self.predictor)
-        result = segment_volume(self, head, mode, consistent, progress, cancel)
+        try:
+            result = segment_volume(self, head, mode, consistent, progress, cancel)
+        except CancelledError as exc:  # the slices finished are kept
+            if commit:
+                self._commit_volume(exc.labels, head)
+            raise
         if commit:
-            for z in range(self.n_slices):
-                if result[z].any():
-                    self.commit_structures(result[z], head, z)
+            self._commit_volume(result, head)
         return result
+
+    def _commit_volume(self, result: np.ndarray, head) -> None:
+        for z in range(len(result)):
+            if result[z].any():
+                self.commit_structures(result[z], head, z)
 
     def commit_structures(self, result: np.ndarray, head, z: int | None = None) -> dict[int, int]:
         """Write a head's label map into `labels`, over background only; returns

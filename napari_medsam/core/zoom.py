@@ -71,7 +71,7 @@ def square_window(cx: float, cy: float, side: float, shape: tuple[int, int]) -> 
     return x0, y0, x1, y1
 
 
-def contains(window: Window, points: np.ndarray | None, box: np.ndarray | None,
+def contains(window: Window, points: np.ndarray | None = None, box: np.ndarray | None = None,
              margin: float = 0.1) -> bool:
     """Every click (and the box) lies inside the window, away from its border by `margin` of
     its size."""

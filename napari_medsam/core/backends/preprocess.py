@@ -60,10 +60,16 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_antialias(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(C, H, W) float32 -> (C, h, w), like `F.interpolate(bilinear, antialias=True)`."""
-    wy = aa_weights(image.shape[1], size[0])
-    wx = aa_weights(image.shape[2], size[1])
-    return np.einsum("yh,chw,xw->cyx", wy, image, wx, optimize=True).astype(np.float32)
+    """(C, H, W) float32 -> (C, h, w), like `F.interpolate(bilinear, antialias=True)`.
+
+    Summed in float64 and rounded once to float32, so the result does not depend on how many
+    threads the BLAS library uses (its float32 sums change order with the thread count, and a
+    cached embedding must be the same whichever process, worker or front end made it).
+    """
+    wy = aa_weights(image.shape[1], size[0]).astype(np.float64)
+    wx = aa_weights(image.shape[2], size[1]).astype(np.float64)
+    out = np.einsum("yh,chw,xw->cyx", wy, image.astype(np.float64), wx, optimize=True)
+    return out.astype(np.float32)
 
 
 def prepare_input(

@@ -93,11 +93,23 @@ class AutoOutcome:
 
 def auto_segment(session, head, slices: list[int], progress: ProgressFn | None = None,
                  cancel: CancelFn | None = None) -> AutoOutcome:
-    """Run `head` on each slice; a cancel keeps the slices already done."""
+    """Run `head` on each slice; a cancel keeps the slices already done. All the slices of the
+    volume: segmented as a volume (each structure made consistent across slices, the core's
+    `autoseg.segment_volume`, as `napari-medsam auto` and napari's "Segment volume" do)."""
+    from napari_medsam.core.errors import CancelledError
+
     auto = features.autoseg()
     image = session.image
     labels = np.zeros(image.shape, dtype=np.uint16)
     outcome = AutoOutcome(labels, list(head.structures), list(head.names))
+    if sorted(slices) == list(range(session.n_slices)) and hasattr(auto, "segment_volume"):
+        try:
+            outcome.labels = auto.segment_volume(session, head, progress=progress, cancel=cancel)
+            outcome.slices = list(range(session.n_slices))
+        except CancelledError as exc:
+            outcome.labels, outcome.cancelled = exc.labels, True
+            outcome.slices = [z for z in range(session.n_slices) if exc.labels[z].any()]
+        return outcome
     for i, z in enumerate(slices):
         if cancel is not None and cancel():
             outcome.cancelled = True
