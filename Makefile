@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-core test-slicer lint bench system-deps clean
+.PHONY: run test test-core test-slicer test-light lint bench system-deps clean
 
 run: $(STAMP)
 	$(PY) -m napari_medsam.cli demo
@@ -14,12 +14,17 @@ test: system-deps $(STAMP)
 	$(PY) -m ruff check napari_medsam tests benchmarks scripts slicer_extension
 	$(PY) -m pytest -ra
 	$(MAKE) test-slicer
+	$(MAKE) test-light
 
 test-core: $(STAMP)
 	$(PY) -m pytest -ra -m "not gui"
 
 test-slicer:
 	@if [ -f scripts/test_slicer.sh ]; then bash scripts/test_slicer.sh; fi
+
+# the light install (the wheel without torch, in .venv-light): tests/light
+test-light:
+	bash scripts/test_light.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check napari_medsam tests benchmarks scripts slicer_extension
@@ -37,4 +42,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .venv-slicer .pytest_cache
+	rm -rf $(VENV) .venv-slicer .venv-light .whl .pytest_cache
