@@ -19,3 +19,11 @@ class NoImageError(MedSAMError, RuntimeError):
 
 class CancelledError(MedSAMError):
     """Long work was cancelled by the user; whatever was finished is kept."""
+
+
+class OutputError(MedSAMError, OSError):
+    """A result could not be written (disk full, no permission, a file where a folder should
+    be); the previous file, if any, is unchanged."""
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())
