@@ -140,8 +140,9 @@ def make_predictor(args, profile: str | None = None):
 
     cache = default_cache(args.cache_dir, disk=not args.no_disk_cache)
     spec = spec_from_args(args, profile)
-    if spec.adapter is not None and not spec.uses_base:  # its files, before the model loads
-        from ..core.adapters import find_adapter
+    if spec.adapter is not None and not spec.uses_base:
+        # its files and its base model, checked without torch before the model loads
+        from ..core.backends.weights import resolve_model
 
-        checks.adapter_files(find_adapter(spec.adapter))
+        resolve_model(spec.model, spec.model_type, spec.adapter, spec.click_adapter)
     return build_predictor(spec, cache)

@@ -35,8 +35,8 @@ def register(sub) -> None:
                    help="the input is a 2D+t sequence: propagate through time")
     p.add_argument("--direction", default="both", choices=["both", "up", "down"],
                    help="up = increasing slice index")
-    p.add_argument("--max-slices", type=arg(checks.whole), default=None,
-                   help="at most N slices each way (1 or more)")
+    p.add_argument("--max-slices", type=arg(checks.whole, minimum=0), default=None,
+                   help="at most N slices each way (0: the start slice only)")
     p.add_argument("--label", type=arg(checks.label_value), default=1,
                    help="label value written, 1 to 65535 (default 1)")
     p.add_argument("-o", "--output", required=True,
