@@ -183,11 +183,19 @@ def uninformative(image: np.ndarray, preset, bounds=None) -> str:
     preset maps to less than one grey level (a CT window showing only air), gives the model no
     structure: any mask would be invented, so the predictor answers with an empty one.
     """
-    unit = preset.apply(image, bounds)
-    if unit.size and float(unit.max() - unit.min()) < 1.0 / 255.0:
-        raw = np.asarray(image)
-        if raw.size and bool((raw == raw.flat[0]).all()):
-            return "The image is uniform (every pixel has the same value): nothing to segment."
+    raw = np.asarray(image)
+    if raw.size == 0:
+        return ""
+    low, high = float(np.nanmin(raw)), float(np.nanmax(raw))
+    if low == high:
+        return "The image is uniform (every pixel has the same value): nothing to segment."
+    lo, hi = bounds if bounds is not None else preset.bounds(raw)
+    scale = max(float(hi) - float(lo), 1e-8)
+
+    def shown(v: float) -> float:  # the preset's mapping (linear, clipped): no image copy
+        return min(max((v - float(lo)) / scale, 0.0), 1.0)
+
+    if shown(high) - shown(low) < 1.0 / 255.0:
         return (f"The image looks uniform under the intensity preset '{preset.name}' (less than "
                 "one grey level of contrast): nothing to segment. Try another preset.")
     return ""
