@@ -27,8 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a verb; errors the user can fix are printed in plain words (exit code 2)."""
+    """Run a verb. Every failure is one `error: ...` line in plain words: exit 2 for what the
+    user can fix (bad input, a damaged file, a full disk: `core.errors.MedSAMError`; argparse's
+    usage errors too), 130 for Ctrl-C; anything else is a bug: a short message naming the log
+    file that holds the traceback, exit 70 (`core.report`)."""
     from .core.errors import MedSAMError
+    from .core.report import explain
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     parser = build_parser()
@@ -38,12 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except MedSAMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except MedSAMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the last resort: a short message, the traceback in a log file
+        failure = explain(exc, f"napari-medsam {' '.join(sys.argv[1:] if argv is None else argv)}")
+        print(f"error: {failure.text}", file=sys.stderr)
+        return failure.code
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_png_round_trip_and_errors(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_image(tmp_path / "missing.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match="Could not read"):
+    with pytest.raises(InputError, match="not a readable image"):
         read_image(tmp_path / "bad.png")
 
 

@@ -237,6 +237,8 @@ class Annotation:
                     undo_layer.remove_selected()
             return
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
+        if self.session.state.note:  # an empty mask on purpose (uniform image, negative clicks)
+            self.notify("info", self.session.state.note)
         self._explain_gate()
         self._show(self.current_z)
 
@@ -274,6 +276,8 @@ class Annotation:
         except MedSAMError as exc:
             self.notify("warning", f"{exc} Fix or remove that prompt.")
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
+        if self.session.state.note:  # an empty mask on purpose (uniform image, negative clicks)
+            self.notify("info", self.session.state.note)
         self._explain_gate()
         self._show(z)
 

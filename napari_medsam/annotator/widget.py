@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import InputError, MedSAMError
 from ..core.intensity import CT_WINDOWS, get_preset, suggest_preset
+from ..core.report import user_message
 from ..core.runtime import RuntimeSpec
 from .annotation import Annotation
 from .controls import button, combo, row
@@ -136,6 +137,8 @@ class MedSAMWidget(QWidget):
             return fn(*args)
         except MedSAMError as exc:
             self.notify("error" if not isinstance(exc, InputError) else "warning", str(exc))
+        except Exception as exc:  # a bug: the CLI's words, the traceback in a log file
+            self.notify("error", user_message(exc, f"napari: {getattr(fn, '__name__', fn)}"))
         return None
 
     def spec(self) -> RuntimeSpec:
@@ -307,7 +310,7 @@ class MedSAMWidget(QWidget):
         elif kind == "error":
             exc, self._failed = msg[1], True
             text = str(exc) if isinstance(exc, MedSAMError) else (
-                f"Computing the embedding failed ({type(exc).__name__}: {exc}). "
+                f"Computing the embedding failed. {user_message(exc, 'napari: embedding')} "
                 "Your prompts and labels are kept.")
             self.notify("error", text)
         elif kind == "progress":

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_options, add_plane_option, make_predictor
+from ..core import checks
+from .common import (
+    LABEL_OUTPUTS,
+    VOLUME_OUTPUTS,
+    add_model_options,
+    add_plane_option,
+    arg,
+    check_image,
+    make_predictor,
+)
 
 
 def register(sub) -> None:
@@ -19,7 +28,7 @@ def register(sub) -> None:
                         "folder of a head made with train-head")
     p.add_argument("--mode", default=None, choices=["dense", "box", "refine"],
                    help="how the head prompts the model (default: the head's validated choice)")
-    p.add_argument("--slice", type=int, default=None,
+    p.add_argument("--slice", type=arg(checks.whole, minimum=0), default=None,
                    help="volumes: only this slice (default: every slice, then each structure "
                         "made consistent across slices: islands dropped, gaps filled)")
     p.add_argument("--slice-by-slice", action="store_true",
@@ -44,18 +53,27 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..core.autoseg import load_head
+    from ..core.autoseg.store import resolve_head
     from ..core.errors import InputError
     from ..core.session import Session
     from ..core.volume import open_image
 
+    checks.output_file(args.output, LABEL_OUTPUTS)  # before any work: nothing is lost
+    resolve_head(args.head)  # an unknown head is refused before the model loads
     data = open_image(args.image, args.plane)
+    if data.is_volume:
+        checks.output_file(args.output, VOLUME_OUTPUTS, "output for a volume")
+        if args.slice is not None and hasattr(data, "check_slice"):
+            data.check_slice(args.slice)
+    elif args.slice not in (None, 0):
+        raise InputError(f"{args.image} is a 2D image: it has no slice {args.slice}.")
+    check_image(data)  # finite pixels, a usable size: before the model loads
     session = Session(make_predictor(args), preset=args.preset)
     session.set_image(data.data, is_volume=data.is_volume)
     head = load_head(args.head, session.predictor)
-    if not data.is_volume and args.slice not in (None, 0):
-        raise InputError(f"{args.image} is a 2D image: it has no slice {args.slice}.")
     slices = [args.slice] if (data.is_volume and args.slice is not None) else \
         list(range(session.n_slices))
+    blank = []
     if data.is_volume and args.slice is None:  # a volume as a volume (autoseg.volume)
         bar = tqdm(unit="step", desc="auto")
 
@@ -69,11 +87,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         for z in slices:
             session.auto(head, mode=args.mode, z=z, commit=True)
+            if session.predictor.blank:
+                blank.append(z)
     out = data.write_labels(args.output, session.labels)
     counts = {name: int((session.labels == v).sum())
               for v, name in zip(head.structures, head.names, strict=True)}
     found = ", ".join(f"{name} {n} px" for name, n in counts.items())
     print(f"wrote {out}: {found} ({len(slices)} slice(s), head '{args.head}')")
+    if blank:
+        where = f"{len(blank)} uniform slice(s) left empty" if data.is_volume else \
+            "the image is uniform: left empty"
+        print(f"note: {where} (nothing to segment there).")
     if not any(counts.values()):
         print("note: the head found none of its structures in this image; is it the right "
               "head for this kind of image?")

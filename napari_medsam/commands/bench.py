@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from ..core import checks
+from .common import arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="measure the execution profiles on this machine",
                        description="Measure encoder and click latency of the accurate, "
                        "balanced and fast profiles here (exporting them if needed), store it "
                        "for --profile auto, and print which profile auto picks.")
-    p.add_argument("--click-ms", type=float, default=None,
+    p.add_argument("--click-ms", type=arg(checks.positive), default=None,
                    help="latency budget per click for auto (default 60)")
-    p.add_argument("--encode-ms", type=float, default=None,
+    p.add_argument("--encode-ms", type=arg(checks.positive), default=None,
                    help="latency budget per slice embedding for auto (default 1500)")
-    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--threads", type=arg(checks.whole), default=None,
+                   help="threads (default: all cores)")
     p.set_defaults(func=run)
 
 

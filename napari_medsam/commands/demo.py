@@ -12,6 +12,9 @@ import os
 
 import numpy as np
 
+from ..core import checks
+from .common import arg
+
 ORGANS = ("liver", "spleen", "kidney_right", "kidney_left", "stomach", "aorta")
 
 
@@ -26,7 +29,7 @@ def register(sub) -> None:
     )
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("-o", "--output", default="out/demo_overlay.png", help="overlay PNG to write")
-    p.add_argument("--device", default=None, help="cpu or cuda")
+    p.add_argument("--device", default=None, type=arg(checks.device_name), help="cpu or cuda")
     p.set_defaults(func=run)
 
 
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             launch()
             return 0
+    checks.output_file(args.output, (".png",), "overlay")  # before the segmentation
     return run_headless(args.output, args.device)
 
 

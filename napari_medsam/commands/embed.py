@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_options, add_plane_option, make_predictor
+from .common import add_model_options, add_plane_option, check_image, make_predictor
 
 
 def register(sub) -> None:
@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.volume import open_image
 
     data = open_image(args.image, args.plane)
+    check_image(data)  # finite pixels, a usable size: before the model loads
     session = Session(make_predictor(args), preset=args.preset)
     session.set_image(data.data, is_volume=data.is_volume)
     bar = tqdm(total=session.n_slices, unit="slice", desc="embedding")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_model_options, make_predictor
+from ..core import checks
+from .common import add_model_options, arg, make_predictor
 
 
 def register(sub) -> None:
@@ -20,11 +21,12 @@ def register(sub) -> None:
                         "interior point, then in the largest error region, previous mask fed "
                         "back), reporting Dice after 1/3/5 clicks and NoC@85/90; or a box then "
                         "clicks")
-    p.add_argument("--max-clicks", type=int, default=20,
+    p.add_argument("--max-clicks", type=arg(checks.whole), default=20,
                    help="click cap for NoC (clicks needed for 85%%/90%% Dice), default 20")
     p.add_argument("--datasets", default=None, help="comma-separated dataset names (default all)")
-    p.add_argument("--max-cases", type=int, default=None, help="at most N cases per dataset")
-    p.add_argument("--max-slices", type=int, default=None,
+    p.add_argument("--max-cases", type=arg(checks.whole), default=None,
+                   help="at most N cases per dataset")
+    p.add_argument("--max-slices", type=arg(checks.whole), default=None,
                    help="at most N slices per label in a volume (evenly spread)")
     p.add_argument("--json", default=None, help="write one record per evaluated mask here")
     add_model_options(p)
@@ -34,13 +36,24 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.atomic import atomic_text
     from ..core.click_eval import evaluate_clicks, format_click_summary
-    from ..core.evaluation import evaluate_boxes, format_summary, iter_targets
+    from ..core.evaluation import (
+        count_targets,
+        evaluate_boxes,
+        format_summary,
+        iter_targets,
+        select_pairs,
+    )
 
+    datasets = [d for d in args.datasets.split(",") if d] if args.datasets else None
+    if args.json:  # before the run: a long evaluation is never lost to a bad path
+        checks.output_file(args.json, what="--json file")
+    pairs = select_pairs(args.data_dir, datasets, args.max_cases)
+    total = count_targets(args.data_dir, pairs, args.max_slices)  # reads every pair once
     predictor = make_predictor(args)
-    datasets = args.datasets.split(",") if args.datasets else None
-    targets = iter_targets(args.data_dir, datasets, args.max_cases, args.max_slices)
-    bar = tqdm(unit="mask", desc="eval")
+    targets = iter_targets(args.data_dir, max_slices=args.max_slices, pairs=pairs)
+    bar = tqdm(total=total, unit="mask", desc="eval")
     if args.prompt == "box":
         records = evaluate_boxes(predictor, targets, progress=lambda i, t: bar.update(1))
     else:
@@ -49,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     print(format_summary(records) if args.prompt == "box" else format_click_summary(records))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(records, handle, indent=1)
+        atomic_text(args.json, json.dumps(records, indent=1))
         print(f"wrote {len(records)} records to {args.json}")
     return 0

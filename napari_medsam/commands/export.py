@@ -7,6 +7,9 @@ Slicer) moves the minute of export + quantization out of the first annotation.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..core.errors import InputError
 
 
 def register(sub) -> None:
@@ -37,10 +40,17 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core import checks
     from ..core.backends.export import ensure_decoder, ensure_encoder, onnx_dir
     from ..core.backends.weights import resolve_model
     from ..core.profiles import ORDER, PROFILES, get_profile
 
+    if args.out:  # before the minute of export
+        checks.output_folder(args.out, "ONNX folder")
+    if args.save_ranges:
+        checks.output_file(args.save_ranges, what="--save-ranges file")
+    if args.calibration_dir and not Path(args.calibration_dir).is_dir():
+        raise InputError(f"--calibration-dir {args.calibration_dir} is not a folder of images.")
     info = resolve_model(args.model, args.model_type, args.adapter,
                          False if args.no_click_adapter else None)
     names = ORDER if args.profile == "all" else (args.profile,)

@@ -6,7 +6,8 @@ import argparse
 import math
 import time
 
-from .common import add_model_options, make_predictor
+from ..core import checks
+from .common import add_model_options, arg, make_predictor
 
 
 def register(sub) -> None:
@@ -26,19 +27,23 @@ def register(sub) -> None:
     p.add_argument("--targets", default="decoder", choices=["decoder", "encoder"],
                    help="decoder: fast, on cached embeddings (default); encoder: also the image "
                         "encoder (GPU advised)")
-    p.add_argument("--epochs", type=float, default=None, help="passes over the training objects")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--epochs", type=arg(checks.positive), default=None,
+                   help="passes over the training objects")
+    p.add_argument("--steps", type=arg(checks.whole), default=None,
                    help="optimizer steps of 4 objects (default 80: ~3-4 min on 2 CPU cores)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
-    p.add_argument("--rank", type=int, default=4, help="LoRA rank (new adapters)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--val-fraction", type=float, default=0.25,
+    p.add_argument("--minutes", type=arg(checks.positive), default=None,
+                   help="stop after this many minutes")
+    p.add_argument("--rank", type=arg(checks.whole, maximum=256), default=4,
+                   help="LoRA rank (new adapters)")
+    p.add_argument("--lr", type=arg(checks.positive), default=1e-3, help="learning rate")
+    p.add_argument("--val-fraction", type=arg(checks.fraction), default=0.25,
                    help="share of patients/images held back for validation")
     p.add_argument("--datasets", default=None, help="manifest folder: only these datasets")
     p.add_argument("--fresh", action="store_true",
                    help="start from a fresh adapter instead of the active (click) adapter")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=arg(checks.whole), default=None,
+                   help="CPU threads for torch")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -52,22 +57,27 @@ def run(args: argparse.Namespace) -> int:
     from ..core.adapter_registry import registry_path
     from ..core.corrections import CorrectionStore, is_store, to_train_set
     from ..core.errors import InputError
+    from ..core.evaluation import select_pairs
     from ..core.training import TrainConfig, finetune, from_manifest, split_by_group
     from ..core.training.loop import bf16_is_fast
 
+    modality = args.modality or "any"
+    out = args.out if ("/" in args.out or "\\" in args.out) else registry_path(args.out, modality)
+    checks.output_folder(out, "adapter folder")  # before training: the result is never lost
+    datasets = [d for d in args.datasets.split(",") if d] if args.datasets else None
+    store = is_store(args.data)
+    if not store:
+        select_pairs(args.data, datasets)  # manifest, dataset names and files, before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     predictor = make_predictor(args, profile="torch")
-    if is_store(args.data):
+    if store:
         data = to_train_set(CorrectionStore(args.data), predictor)
     else:
-        datasets = args.datasets.split(",") if args.datasets else None
         data = from_manifest(args.data, predictor, datasets)
     if len(data) == 0:
         raise InputError(f"{args.data} holds no labelled objects to learn from.")
     train_set, val_set = split_by_group(data, args.val_fraction)
-    modality = args.modality or "any"
-    out = args.out if ("/" in args.out or "\\" in args.out) else registry_path(args.out, modality)
     batch = 4
     steps = args.steps or (math.ceil(args.epochs * len(train_set) / batch) if args.epochs else 80)
     config = TrainConfig(steps=steps, minutes=args.minutes, batch_size=batch, lr=args.lr,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_options, add_plane_option, make_predictor
+from ..core import checks
+from .common import (
+    VOLUME_OUTPUTS,
+    add_model_options,
+    add_plane_option,
+    add_point_option,
+    arg,
+    check_image,
+    check_prompts,
+    make_predictor,
+)
 
 
 def register(sub) -> None:
@@ -17,17 +27,18 @@ def register(sub) -> None:
         "y = row). The output has the input's shape and affine.")
     p.add_argument("volume", help="NIfTI volume or DICOM series folder (with --sequence: a "
                    "2D+t NIfTI, multi-frame DICOM, multi-page TIFF or a folder of frames)")
-    p.add_argument("--slice", type=int, default=None,
+    p.add_argument("--slice", type=arg(checks.whole, minimum=0), default=None,
                    help="slice (or frame) to start from; default: the middle one")
-    p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"))
-    p.add_argument("--point", nargs=3, type=float, action="append", default=[],
-                   metavar=("X", "Y", "LABEL"), help="a click; LABEL 1 positive, 0 negative")
+    p.add_argument("--box", nargs=4, type=arg(checks.number), metavar=("X0", "Y0", "X1", "Y1"))
+    add_point_option(p)
     p.add_argument("--sequence", action="store_true",
                    help="the input is a 2D+t sequence: propagate through time")
     p.add_argument("--direction", default="both", choices=["both", "up", "down"],
                    help="up = increasing slice index")
-    p.add_argument("--max-slices", type=int, default=None, help="at most N slices each way")
-    p.add_argument("--label", type=int, default=1, help="label value written (default 1)")
+    p.add_argument("--max-slices", type=arg(checks.whole, minimum=0), default=None,
+                   help="at most N slices each way (0: the start slice only)")
+    p.add_argument("--label", type=arg(checks.label_value), default=1,
+                   help="label value written, 1 to 65535 (default 1)")
     p.add_argument("-o", "--output", required=True,
                    help="output label volume (.nii.gz), same shape and affine as the input")
     add_plane_option(p)
@@ -47,11 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.box is None and not args.point:
         raise InputError("Give a prompt: --box X0 Y0 X1 Y1 and/or --point X Y LABEL.")
-    if args.label < 1:
-        raise InputError("--label must be 1 or more (0 is the background).")
+    checks.output_file(args.output, VOLUME_OUTPUTS)  # before the propagation: nothing is lost
     vol = read_sequence(args.volume) if args.sequence else read_volume(args.volume, args.plane)
     z = vol.check_slice(args.slice if args.slice is not None else vol.n_slices // 2)
+    check_prompts(args, vol.data.shape[1:3])
     print(f"{args.volume}: {vol.describe()}")
+    check_image(vol)  # finite pixels, a usable size: before the model loads
     session = Session(make_predictor(args), preset=args.preset)
     session.set_image(vol.data, is_volume=True)
     session.set_slice(z)
@@ -59,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     for x, y, label in args.point:
         mask = session.add_point(x, y, positive=bool(label))
     if mask is None or not mask.any():
-        raise InputError(f"The prompt gave an empty mask on slice {z}: adjust the box or clicks.")
+        why = session.state.note or "adjust the box or clicks."
+        raise InputError(f"The prompt gave an empty mask on slice {z}: {why}")
     settings = get_settings("time" if args.sequence else "volume")
     if args.max_slices is not None:
         settings = replace(settings, max_slices=args.max_slices)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..core import checks
+from .common import arg
+
 
 def register(sub) -> None:
     from .common import add_model_options
@@ -21,19 +24,23 @@ def register(sub) -> None:
                    help="the structures to learn, e.g. 1:LV 2:myocardium 3:LA")
     p.add_argument("-o", "--output", required=True, help="head folder to write")
     p.add_argument("--dataset", default=None, help="only pairs of this dataset in the manifest")
-    p.add_argument("--max-images", type=int, default=None,
+    p.add_argument("--max-images", type=arg(checks.whole), default=None,
                    help="train on at most this many images (different patients first)")
     p.add_argument("--val", default=None,
                    help="folder of OTHER patients to validate on and pick the mode with")
-    p.add_argument("--patch-size", type=int, default=16, help="patch head: 8, 16, 32 or 64 px")
-    p.add_argument("--experts", type=int, default=8, help="shape head: number of shape templates")
-    p.add_argument("--map-steps", type=int, default=None, help="steps of the head-map phase")
-    p.add_argument("--decoder-steps", type=int, default=None,
+    p.add_argument("--patch-size", type=int, default=16, choices=[8, 16, 32, 64],
+                   help="patch head: 8, 16, 32 or 64 px")
+    p.add_argument("--experts", type=arg(checks.whole), default=8,
+                   help="shape head: number of shape templates")
+    p.add_argument("--map-steps", type=arg(checks.whole, minimum=0), default=None,
+                   help="steps of the head-map phase")
+    p.add_argument("--decoder-steps", type=arg(checks.whole, minimum=0), default=None,
                    help="steps of the through-the-decoder phase")
     p.add_argument("--keep-all-regions", action="store_true",
                    help="keep every region of a structure (default: its largest only)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for training")
+    p.add_argument("--threads", type=arg(checks.whole), default=None,
+                   help="CPU threads for training")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -47,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from .common import make_predictor
 
     structures, names = parse_labels(args.labels)
+    checks.output_folder(args.output, "head folder")  # before training: the result is kept
     config = HeadTrainConfig(kind=args.kind, patch_size=args.patch_size, experts=args.experts,
                          seed=args.seed, threads=args.threads)
     if args.map_steps is not None:

@@ -33,6 +33,7 @@ from .checkpoints import (
     click_adapter_dir,
     click_adapter_wanted,
 )
+from .checks import adapter_files
 from .domain_gate import DomainGate, gate_wanted
 from .errors import CheckpointError, InputError
 from .routing import BASE, FALLBACK, Route, choose_decoder
@@ -151,6 +152,7 @@ class Adapters:
         if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
             raise CheckpointError(f"{folder} is missing {CONFIG_FILE} or {WEIGHTS_FILE}: "
                                   "it is not a complete adapter. Train or copy it again.")
+        adapter_files(folder)  # damaged files: a CheckpointError in plain words
         name = name or meta.get("name") or folder.name
         if name in self.metadata:
             self.remove(name)

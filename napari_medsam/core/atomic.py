@@ -10,12 +10,15 @@ would leave 0600), then renamed over the target. Folders (adapters, heads) are a
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from .errors import OutputError
 
 _UMASK: int | None = None
 
@@ -50,12 +53,17 @@ def atomic_write_path(path: str | Path, write: Callable[[Path], None]) -> Path:
 
     The temporary file sits in the target's folder and keeps its suffix (some writers choose the
     format by it: nibabel, PIL, onnx); it is removed when `write` fails, so a failure leaves the
-    old file (or nothing) in place.
+    old file (or nothing) in place. An operating-system failure (disk full, no permission, a
+    file where a folder should be) is raised as `OutputError` in plain words.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_suffix(path))
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                    suffix=_suffix(path))
+        os.close(fd)
+    except OSError as exc:
+        raise _output_error(path, exc) from exc
     tmp = Path(name)
     try:
         write(tmp)
@@ -63,10 +71,28 @@ def atomic_write_path(path: str | Path, write: Callable[[Path], None]) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise _output_error(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    """An OSError while writing `path`, in words: what happened and what is left."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        advice = "Free some disk space and run again."
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "Choose a folder you can write to."
+    else:
+        advice = "Choose another place."
+    kept = "The previous file is unchanged." if path.exists() else "Nothing was written."
+    return OutputError(exc.errno, f"Could not write {path}: {reason}. {kept} {advice}")
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -94,12 +120,19 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
             save_file(..., tmp / "weights.safetensors")
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    except OSError as exc:
+        raise _output_error(final, exc) from exc
     try:
         yield tmp
         os.chmod(tmp, folder_mode())
         replace_folder(tmp, final)
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise _output_error(final, exc) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -107,10 +140,21 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
 def replace_folder(tmp_folder: str | Path, final: str | Path) -> Path:
     """Move a fully written folder into place, keeping the old one until the new one is there."""
     final, tmp_folder = Path(final), Path(tmp_folder)
+    recover_folder(final)
     backup = final.with_name(final.name + ".old")
     if final.exists():
         shutil.rmtree(backup, ignore_errors=True)
         os.replace(final, backup)
     os.replace(tmp_folder, final)
     shutil.rmtree(backup, ignore_errors=True)
+    return final
+
+
+def recover_folder(final: str | Path) -> Path:
+    """Put back the previous folder when a process was killed between `replace_folder`'s two
+    renames (the old folder moved aside, the new one not yet in place)."""
+    final = Path(final)
+    backup = final.with_name(final.name + ".old")
+    if not final.exists() and backup.is_dir():
+        os.replace(backup, final)
     return final

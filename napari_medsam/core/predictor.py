@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import checks
 from .backends.preprocess import mask_from_logits
 from .embeddings import Embedding, EmbeddingCache, make_key, pixel_hash
 from .errors import InputError, NoImageError
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # torch stays unimported on the ONNX path
     from .model import SamModel
 
 log = logging.getLogger(__name__)
+EMPTY_LOGIT = -20.0  # low-res logits of an empty answer: background everywhere
 
 
 @dataclass
@@ -35,12 +37,15 @@ class Prediction:
     window: the window of the image the object was decoded in (a zoom on a small object,
         `core.zoom`), None for the whole image: the frame of `low_res_logits`; pass it back
         with them as `predict(..., window=...)`.
+    note: why the masks are empty without asking the model (a uniform image, only negative
+        clicks), '' otherwise.
     """
 
     masks: np.ndarray
     scores: np.ndarray
     low_res_logits: np.ndarray
     window: Window | None = None
+    note: str = ""
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:
@@ -108,6 +113,7 @@ class Predictor:
         self.zoom: ZoomPolicy | None = ZoomPolicy() if zoom is True else (zoom or None)
         self._source: tuple | None = None  # (image, preset, bounds): windows are cut from it
         self._window: tuple | None = None  # the last window's ((key, window), entry, features)
+        self.blank = ""  # why the current image holds nothing to segment ('' when it does)
 
     @property
     def model(self) -> SamModel:
@@ -143,6 +149,7 @@ class Predictor:
             self.cache.put(key, entry)
         self.set_embedding(entry, key)
         self._source = (image, preset, bounds if bounds is not None else preset.bounds(image))
+        self.blank = checks.uninformative(image, preset, self._source[2])
         return key
 
     def cache_embedding(self, image: np.ndarray, preset: str | Preset = "auto",
@@ -174,9 +181,11 @@ class Predictor:
         self.key = key
         self._features = self.backend.load_features(entry.features)
         self._source = None
+        self.blank = ""
 
     def reset_image(self) -> None:
         self.embedding, self.key, self._features, self._source = None, None, None, None
+        self.blank = ""
 
     def _require_image(self) -> Embedding:
         if self.embedding is None:
@@ -221,6 +230,9 @@ class Predictor:
         self._require_image()
         coords, lab, boxes = self._check_prompts(points, labels, box)
         masks_in = self._check_mask_input(mask_input)
+        empty = self._nothing_to_segment(coords, lab, boxes)
+        if empty is not None:
+            return empty
         policy = self.zoom if zoom is None else (zoom or None)
         if policy is True:
             policy = ZoomPolicy()
@@ -325,47 +337,18 @@ class Predictor:
 
     def _check_prompts(self, points, labels, box):
         """Prompts checked in image pixels: (N, K, 2) clicks, (N, K) labels, (N, 4) boxes
-        (corners ordered, clipped to the image); None where absent."""
-        h, w = self.embedding.original_size
-        coords = lab = boxes = None
-        if points is not None and len(np.asarray(points)) > 0:
-            coords = np.asarray(points, dtype=np.float64)
-            if coords.shape[-1] != 2 or coords.ndim not in (2, 3):
-                raise InputError(f"Points must be (K, 2) x/y pairs, got shape {coords.shape}.")
-            if labels is None:
-                raise InputError("Each point needs a label: 1 positive, 0 negative.")
-            lab = np.asarray(labels, dtype=np.int64).reshape(coords.shape[:-1])
-            if not np.isin(lab, (0, 1)).all():
-                raise InputError("Point labels must be 1 (positive) or 0 (negative).")
-            if not np.isfinite(coords).all():
-                raise InputError("A point has a missing (NaN) coordinate.")
-            outside = (coords[..., 0] < -0.5) | (coords[..., 0] > w - 0.5)
-            outside |= (coords[..., 1] < -0.5) | (coords[..., 1] > h - 0.5)
-            if outside.any():
-                raise InputError(
-                    f"A point lies outside the image ({w} x {h} pixels): "
-                    f"{coords[outside][0].tolist()}."
-                )
-            coords = coords.reshape(-1 if coords.ndim == 3 else 1, *coords.shape[-2:])
-            lab = lab.reshape(coords.shape[:2])
-        if box is not None:
-            boxes = np.asarray(box, dtype=np.float64).reshape(-1, 4)
-            if not np.isfinite(boxes).all():
-                raise InputError("A box has a missing (NaN) coordinate.")
-            x0, y0 = np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3])
-            x1, y1 = np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3])
-            if ((x1 <= 0) | (y1 <= 0) | (x0 >= w - 1) | (y0 >= h - 1)).any():
-                raise InputError(
-                    f"A box lies outside the image ({w} x {h} pixels): draw it over the image."
-                )
-            if (((x1 - x0) < 1) | ((y1 - y0) < 1)).any():
-                raise InputError("A box has no area: drag it wider and taller.")
-            boxes = np.stack(
-                [np.clip(x0, 0, w - 1), np.clip(y0, 0, h - 1),
-                 np.clip(x1, 0, w - 1), np.clip(y1, 0, h - 1)], axis=1,
-            )
-        if coords is None and boxes is None:
-            raise InputError("Give at least one prompt: a box or a point.")
-        if coords is not None and boxes is not None and len(coords) not in (1, len(boxes)):
-            raise InputError("Give one point set for all boxes, or one per box.")
-        return coords, lab, boxes
+        (corners ordered, clipped to the image); None where absent (`checks.prompts`)."""
+        return checks.prompts(points, labels, box, self.embedding.original_size)
+
+    def _nothing_to_segment(self, coords, lab, boxes) -> Prediction | None:
+        """Empty masks, without asking the model, when there is nothing to segment: a uniform
+        image (any mask would be invented) or only negative clicks; None otherwise."""
+        note = self.blank or checks.nothing_to_segment(lab, boxes)
+        if not note:
+            return None
+        n = len(boxes) if boxes is not None else len(coords)
+        side = tuple(self.backend.mask_input_size)
+        return Prediction(masks=np.zeros((n, *self.embedding.original_size), bool),
+                          scores=np.zeros(n, np.float32),
+                          low_res_logits=np.full((n, *side), EMPTY_LOGIT, np.float32),
+                          note=note)

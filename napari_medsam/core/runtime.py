@@ -105,8 +105,10 @@ def load_torch(spec: RuntimeSpec):
     from .errors import require_torch
 
     require_torch("The torch profile (and training, other checkpoints, the GPU)")
+    from .checks import device_available
     from .model import load_model
 
+    device_available(spec.resolved_device())  # a GPU that is not there: a clear error
     model = load_model(spec.model, device=spec.resolved_device(), model_type=spec.model_type,
                        use_click_adapter=spec.click_adapter)
     apply_adapter(model, spec)
@@ -189,6 +191,17 @@ def default_cache(cache_dir: str | Path | None = None, disk: bool = True) -> Emb
     """The embedding cache every front end uses: memory, plus the per-user disk folder (or
     `cache_dir`) unless `disk` is False."""
     disk_dir = (cache_dir or default_cache_dir() / "embeddings") if disk else None
+    if disk_dir is not None:  # a folder given that cannot be used is refused before any work
+        from .checks import output_folder
+        from .errors import InputError
+
+        try:
+            output_folder(disk_dir, "embedding cache folder")
+        except InputError as exc:
+            if cache_dir:
+                raise
+            log.warning("%s Embeddings are kept in memory only.", exc)
+            disk_dir = None
     return EmbeddingCache(disk_dir=disk_dir)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checks
 from .errors import CancelledError, InputError, NoImageError
 from .intensity import Preset, get_preset
 from .predictor import Prediction, Predictor, validate_image
@@ -33,6 +34,7 @@ class PromptState:
     window: tuple[int, int, int, int] | None = None  # their frame: a zoom window, or None
     mask: np.ndarray | None = None
     score: float = 0.0
+    note: str = ""  # why the mask is empty without asking the model (see Prediction.note)
 
 
 class Session(VolumeVerbs):
@@ -76,13 +78,8 @@ class Session(VolumeVerbs):
         if preset is not None:
             self.preset = get_preset(preset)
         if is_volume:
-            if image.ndim != 3 or min(image.shape) < 1 or image.size == 0:
-                raise InputError(f"A volume must be (slices, rows, columns), got {image.shape}.")
+            checks.volume_pixels(image)
             validate_image(image[0])
-            if image.dtype.kind == "f" and not np.isfinite(image).all():
-                raise InputError(
-                    "The volume has NaN or infinite voxels. Fill them before segmenting."
-                )
             self.bounds = self.preset.bounds(image)
         else:
             image = validate_image(image)
@@ -227,7 +224,7 @@ class Session(VolumeVerbs):
         self.embed()
         pred = self.predict_state(new, feed_back)
         new.logits, new.window, new.mask = pred.low_res_logits[0], pred.window, pred.masks[0]
-        new.score = float(pred.scores[0])
+        new.score, new.note = float(pred.scores[0]), pred.note
         self._history.append(new)
         self._set_draft(new.mask)
         return new.mask
@@ -335,6 +332,8 @@ class Session(VolumeVerbs):
             head = load_head(head, self.predictor)
         z = self.current_slice if z is None else int(z)
         self.embed(z)
+        if self.predictor.blank:  # a uniform slice: nothing to find, nothing invented
+            return np.zeros(self.slice_image(z).shape[:2], np.uint16)
         result = segment_embedding(self.predictor, head, mode).labels
         if commit:
             self.commit_structures(result, head, z)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import atomic_text
+from .atomic import atomic_text, recover_folder
 from .errors import CheckpointError
 
 
@@ -40,7 +40,7 @@ def write_metadata(folder: str | Path, metadata: dict) -> Path:
 
 
 def read_metadata(folder: str | Path) -> dict:
-    path = Path(folder) / METADATA_FILE
+    path = recover_folder(folder) / METADATA_FILE
     if not path.is_file():
         raise CheckpointError(f"{folder} has no {METADATA_FILE}: it is not a napari-medsam "
                               "adapter or head folder.")
@@ -58,4 +58,12 @@ def check_base_model(metadata: dict, model, what: str = "adapter") -> None:
             f"This {what} was trained for the model '{metadata.get('base_model', '?')}' "
             f"(weights {want[:12]}...), but the loaded model is '{model.model_id}' "
             f"(weights {model.weights_sha256[:12]}...). Load the matching model or retrain it."
+        )
+    named = metadata.get("base_model")
+    if not want and named and str(named) != str(model.model_id):
+        # without a weights hash the name is all there is: another name is another model
+        raise CheckpointError(
+            f"This {what} was made for the model '{named}' (its metadata has no weights hash "
+            f"to check), but the loaded model is '{model.model_id}'. Load '{named}' or use "
+            f"a {what} made for '{model.model_id}'."
         )

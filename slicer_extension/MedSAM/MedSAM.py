@@ -53,6 +53,16 @@ class MedSAM(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerEffect)
 
 
+def plain_words(exc):
+    """The message napari and the CLI give for this failure (napari_medsam.core.report): the
+    error's own words, or for a bug a short note naming the log file with the traceback."""
+    try:
+        from napari_medsam.core.report import user_message
+    except ImportError:  # napari-medsam not installed yet
+        return str(exc)
+    return user_message(exc, "Slicer")
+
+
 def registerEffect():
     """Add the MedSAM effect to the Segment Editor."""
     import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -203,7 +213,7 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return action()
         except Exception as exc:
             logging.exception("MedSAM action failed")
-            self.say(str(exc), error=True)
+            self.say(plain_words(exc), error=True)
 
     # ---- slots -----------------------------------------------------------------------------
     def onVolumeChanged(self, node):
@@ -327,7 +337,7 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:
             finished = True
             logging.exception("MedSAM job failed")
-            self.say(f"{job.name} failed: {exc}", error=True)
+            self.say(f"{job.name} failed: {plain_words(exc)}", error=True)
         else:
             if finished:
                 summary = getattr(job.finished_result, "summary", None)

@@ -124,10 +124,11 @@ def adapter_identity(folder: str | Path) -> tuple[str, bool, bool]:
     """
     from safetensors.numpy import load_file
 
+    from ..checks import adapter_files
+
     folder = Path(folder)
+    meta = adapter_files(folder)  # damaged files: a CheckpointError in plain words
     config = json.loads((folder / "adapter_config.json").read_text())
-    meta_file = folder / "metadata.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     tensors = load_file(str(folder / "adapter_model.safetensors"))
     tag = adapter_tag(tensors.items(), config.get("r", 8), config.get("lora_alpha", 8))
     encoder = "image_encoder" in str(config.get("target_modules", ""))
@@ -164,7 +165,7 @@ def resolve_model(
     elif model_id == DEFAULT_MODEL:
         folder = click_adapter_folder(use_click_adapter)
     tag, box_base, encoder = adapter_identity(folder) if folder else ("", False, False)
-    return ModelInfo(
+    info = ModelInfo(
         model_id=model_id,
         kind=kind,
         weights_sha256=sha,
@@ -176,6 +177,12 @@ def resolve_model(
         adapter_dir=str(folder or ""),
         box_base=box_base,
     )
+    if folder:  # the same base-model rule as the torch path (`Adapters.load`)
+        from ..checks import adapter_files
+        from ..storage import check_base_model
+
+        check_base_model(adapter_files(folder), info)
+    return info
 
 
 def _shipped_default() -> tuple[str, str, str, str]:

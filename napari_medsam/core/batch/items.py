@@ -119,13 +119,13 @@ def discover(source: str | Path, exclude: str | Path | None = None, pattern: str
 def manifest_items(path: Path, datasets: list[str] | None = None,
                    max_cases: int | None = None) -> list[Item]:
     """One item per manifest pair (the same selection as `eval`)."""
-    from ..evaluation import load_manifest, select_pairs
+    from ..evaluation import filter_pairs, load_manifest
 
     root = path.parent
     return [Item(str(root / p["image"]), p["image"], str(root / p["mask"]) if p.get("mask")
                  else None, p.get("dataset", ""), p.get("case", ""), p.get("modality", ""),
                  str(root), tuple(sorted((k, str(v)) for k, v in p.items())))
-            for p in select_pairs(load_manifest(root), datasets, max_cases)]
+            for p in filter_pairs(load_manifest(root), datasets, max_cases)]
 
 
 def list_items(path: Path) -> list[Item]:

@@ -17,9 +17,8 @@ import numpy as np
 
 from ..embeddings import EmbeddingCache
 from ..errors import CancelledError, InputError
-from ..evaluation import load_manifest
+from ..evaluation import load_pair, select_pairs
 from ..intensity import Preset, suggest_preset
-from ..volume import open_image
 
 ProgressFn = Callable[[int, int], None]
 
@@ -154,15 +153,13 @@ def from_manifest(
 
     rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
-    pairs = [p for p in load_manifest(data_dir) if (not datasets or p["dataset"] in datasets)
-             and (not cases or p["case"] in cases)]
+    pairs = [p for p in select_pairs(data_dir, datasets) if not cases or p["case"] in cases]
     side = int(predictor.model.prompt_encoder.mask_input_size[0])  # low-res logits grid
     out = TrainSet()
     for n, pair in enumerate(pairs):
         if cancel is not None and cancel():
             raise CancelledError(f"Reading training images cancelled after {n} of {len(pairs)}.")
-        img = open_image(data_dir / pair["image"])  # volumes as axial slices, like every verb
-        gt = img.labels_from_file(data_dir / pair["mask"])
+        img, gt = load_pair(data_dir, pair)  # volumes as axial slices, like every verb
         preset = suggest_preset(img.data, pair.get("modality", ""))
         if img.is_volume:
             bounds = preset.bounds(img.data)
