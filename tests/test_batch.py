@@ -83,7 +83,7 @@ def auto_run(cluster, inputs, tmp_path_factory):
             "--cache-dir", str(cache), "--scheduler", cluster.scheduler_address, *TORCH]
     code = main(args)
     run_cli(*(["auto", str(path), "--head", "ph2-patch", "-o", str(tmp / "cli" / path.name),
-           "--cache-dir", str(tmp / "cli-cache")] for path in good(inputs)))
+           "--cache-dir", str(tmp / "cli-cache"), "--profile", "torch"] for path in good(inputs)))
     return {"code": code, "out": out, "cache": cache, "tmp": tmp, "args": args}
 
 
@@ -106,7 +106,7 @@ def test_auto_equals_cli_and_corrupt_item_is_reported(auto_run, inputs):
     assert auto_run["code"] == 2  # one item failed, the batch went on
     ledger = entries(out)
     assert ledger["bad.png"]["status"] == "failed"
-    assert "Could not read" in ledger["bad.png"]["error"]
+    assert "not a readable image" in ledger["bad.png"]["error"]
     for path in good(inputs):
         rel = path.relative_to(inputs).as_posix()
         assert ledger[rel]["status"] == "done", ledger[rel]
@@ -157,7 +157,7 @@ def test_embed_equals_cli_cache(auto_run, inputs, cluster, tmp_path, capsys):
 def test_eval_records_equal_cli(data_dir, cluster, tmp_path):
     pick = ["--datasets", "ph2", "--max-cases", "2"]
     run_cli(["eval", str(data_dir), *pick, "--json", str(tmp_path / "cli.json"),
-         "--cache-dir", str(tmp_path / "c1")])
+             "--cache-dir", str(tmp_path / "c1"), "--profile", "torch"])
     assert main(["batch", "eval", str(data_dir), *pick, "-o", str(tmp_path / "out"),
                  "--cache-dir", str(tmp_path / "c2"), "--scheduler", cluster.scheduler_address,
                  *TORCH]) == 0

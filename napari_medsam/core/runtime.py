@@ -75,9 +75,13 @@ class RuntimeSpec:
         return "cuda" if self.profile in ("torch", "auto") and gpu_available() else "cpu"
 
     def resolved_profile(self) -> str:
-        """"torch" for auto on a GPU machine; otherwise the profile as given (an ONNX "auto" is
-        settled by `build_backend` from the profiles' costs)."""
-        return "torch" if self.profile == "auto" and gpu_available() else self.profile
+        """"torch" for auto on a GPU machine or with a GPU asked for (`device="cuda"`: the ONNX
+        profiles run on the CPU); otherwise the profile as given (an ONNX "auto" is settled by
+        `build_backend` from the profiles' costs)."""
+        if self.profile == "auto" and (str(self.device or "").startswith("cuda")
+                                       or gpu_available()):
+            return "torch"
+        return self.profile
 
     @property
     def uses_base(self) -> bool:

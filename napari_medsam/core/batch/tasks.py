@@ -226,13 +226,16 @@ def embed_item(item: Item, options: TaskOptions, spec: RuntimeSpec) -> dict:
 
 
 def auto_item(item: Item, options: TaskOptions, spec: RuntimeSpec) -> dict:
-    """`napari-medsam auto`: every slice segmented by the head, one label map written."""
+    """`napari-medsam auto`: the head on the image, or on the volume as a volume (every slice,
+    then each structure made consistent across slices), one label map written."""
     from ..autoseg import load_head
 
     data, session = _session(item, options, spec)
-    head = load_head(options.head, session.predictor.model)
-    for z in range(session.n_slices):
-        session.auto(head, mode=options.mode, z=z, commit=True)
+    head = load_head(options.head, session.predictor)
+    if data.is_volume:
+        session.auto_volume(head, options.mode)
+    else:
+        session.auto(head, mode=options.mode, commit=True)
     out = data.write_labels(label_path(item, options, data.is_volume), session.labels)
     counts = {name: int((session.labels == v).sum())
               for v, name in zip(head.structures, head.names, strict=True)}

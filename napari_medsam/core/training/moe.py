@@ -71,9 +71,10 @@ class MoELoRALinear(nn.Module):
         gates, probs = self.gates(x)
         low = torch.einsum("...i,kri->...kr", x, self.lora_A) * gates[..., None]
         y = y + self.scaling * torch.einsum("...kr,kor->...o", low, self.lora_B)
-        tokens = probs.reshape(-1, self.experts)
-        share = F.one_hot(tokens.argmax(-1), self.experts).float().mean(0)
-        self.aux = self.experts * (share * tokens.mean(0)).sum()
+        if torch.is_grad_enabled():  # training: the load-balancing loss of this forward
+            tokens = probs.reshape(-1, self.experts)
+            share = F.one_hot(tokens.argmax(-1), self.experts).float().mean(0)
+            self.aux = self.experts * (share * tokens.mean(0)).sum()
         return y
 
 
