@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,13 @@ from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # n
 from napari_medsam.core.evaluation import load_manifest  # noqa: E402
 from napari_medsam.core.predictor import Predictor  # noqa: E402
 from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
-from napari_medsam.core.training import TrainConfig, finetune, from_manifest, moe  # noqa: E402
+from napari_medsam.core.training import (  # noqa: E402
+    TrainConfig,
+    finetune,
+    from_manifest,
+    moe,
+    resume_dir,
+)
 from napari_medsam.core.training.data import TrainSet, describe  # noqa: E402
 from napari_medsam.core.training.loop import train  # noqa: E402
 from napari_medsam.core.zoom import ZoomPolicy  # noqa: E402
@@ -200,8 +207,11 @@ def train_moe(model, train_set, val_set, cache, config, args, meta, progress):
     """Train token-routed experts (training.moe) and save them beside a LoRA's layout."""
     params = moe.inject(model, args.experts, args.expert_rank, top_k=args.top_k)
     print(f"mixture of experts: {moe.count(params)} trainable parameters", flush=True)
+    checkpoint = resume_dir(args.out)  # as a LoRA run keeps one: --resume continues from it
+    if not args.resume and checkpoint.exists():
+        shutil.rmtree(checkpoint)
     result = train(model, params, train_set, val_set, cache, config, progress,
-                   base_context=lambda: moe.disabled(model),
+                   checkpoint_dir=checkpoint, base_context=lambda: moe.disabled(model),
                    aux_loss=lambda: moe.aux_loss(model), aux_weight=args.aux_weight)
     meta.update(parameters=moe.count(params), val_dice_before=result.val_before,
                 val_dice_after=result.val_after, box_prompts="base",
@@ -211,6 +221,7 @@ def train_moe(model, train_set, val_set, cache, config, args, meta, progress):
                 recipe={**config.to_dict(), "steps_run": result.steps,
                         "best_step": result.best_step, "seconds": round(result.seconds, 1)})
     moe.save(model, args.out, meta)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return result
 
 

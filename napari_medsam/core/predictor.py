@@ -197,6 +197,12 @@ class Predictor:
         return self.embedding is not None
 
     @property
+    def image(self) -> np.ndarray | None:
+        """The pixels of the current image as given to `set_image` (None after
+        `set_embedding`): propagation compares an object's intensity from slice to slice."""
+        return None if self._source is None else self._source[0]
+
+    @property
     def features(self) -> Any:
         """The current embedding as the backend holds it (a torch tensor for the torch backend,
         a (1, 256, 64, 64) numpy array for ONNX)."""

@@ -45,6 +45,10 @@ class PropagationSettings:
         a few hundred voxels per slice) the overlap limit is `small_overlap` instead: a small
         object shifts by a good part of its size from slice to slice.
     max_growth: stop when the mask gets this many times larger than the previous one.
+    max_shift: stop when the mean intensity inside the mask moves more than this many standard
+        deviations (of the object on the start slice) away from the start slice's mean: past an
+        organ's or a lesion's end the box still finds something, but it is other tissue
+        (None: no intensity rule).
     max_slices: at most this many slices per direction (None: to the end).
     """
 
@@ -57,6 +61,7 @@ class PropagationSettings:
     small_area: int = 0
     small_overlap: float = 0.6
     max_growth: float = 2.0
+    max_shift: float | None = None
     max_slices: int | None = None
 
 
@@ -149,7 +154,30 @@ def segment_from(predictor: Predictor, prev: SliceMask, settings: PropagationSet
     return SliceMask(pred.masks[0], pred.low_res_logits[0], float(pred.scores[0]), pred.window)
 
 
-def stop_reason(new: SliceMask, prev: SliceMask, start_area: int, s: PropagationSettings) -> str:
+@dataclass(frozen=True)
+class Intensity:
+    """Mean and spread of an object's pixels on one slice (gray: colour channels averaged)."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, image: np.ndarray | None, mask: np.ndarray) -> Intensity | None:
+        if image is None or not mask.any():
+            return None
+        gray = np.asarray(image, np.float64)
+        gray = gray.mean(axis=-1) if gray.ndim == 3 else gray
+        values = gray[np.asarray(mask, bool)]
+        return cls(float(values.mean()), float(values.std()))
+
+    def shift(self, other: Intensity, floor: float) -> float:
+        """How far `other`'s mean lies from this mean, in this object's standard deviations
+        (at least `floor`: a flat object does not make every change look huge)."""
+        return abs(other.mean - self.mean) / max(self.std, floor, 1e-6)
+
+
+def stop_reason(new: SliceMask, prev: SliceMask, start_area: int, s: PropagationSettings,
+                reference: Intensity | None = None, image: np.ndarray | None = None) -> str:
     """Why the object is taken to have ended on this slice ("" when it goes on)."""
     area, prev_area = int(new.mask.sum()), int(prev.mask.sum())
     if area < max(1.0, s.min_area * start_area):
@@ -162,6 +190,12 @@ def stop_reason(new: SliceMask, prev: SliceMask, start_area: int, s: Propagation
         return f"object ended (overlap with previous slice {overlap:.2f} < {limit:.2f})"
     if area > s.max_growth * max(prev_area, 1):
         return f"stopped: mask grew {area / max(prev_area, 1):.1f}x (leak into a neighbour?)"
+    if s.max_shift is not None and reference is not None:
+        now = Intensity.of(image, new.mask)
+        floor = 0.02 * float(np.ptp(np.asarray(image, np.float64))) if image is not None else 0.0
+        if now is not None and reference.shift(now, floor) > s.max_shift:
+            return (f"object ended (intensity moved {reference.shift(now, floor):.1f} standard "
+                    f"deviations from the start slice's)")
     return ""
 
 
@@ -205,6 +239,10 @@ def propagate(
     limit = s.max_slices if s.max_slices is not None else n_slices
     done = {d: 0 for d in fronts}
 
+    reference = None
+    if s.max_shift is not None:
+        embed(start)
+        reference = Intensity.of(predictor.image, np.asarray(start_mask.mask, bool))
     total = _left(fronts, done, start, n_slices, limit)
     while fronts:
         for d in list(fronts):
@@ -233,7 +271,7 @@ def propagate(
                 continue
             embed(z)
             new = segment_from(predictor, fronts[d], s)
-            reason = stop_reason(new, fronts[d], start_area, s)
+            reason = stop_reason(new, fronts[d], start_area, s, reference, predictor.image)
             if reason:
                 result.stopped[d] = reason
                 fronts.pop(d)
