@@ -145,22 +145,20 @@ def interpolated(predictor, t: Target) -> float:
 
 
 def variants(which: str) -> dict:
-    """Settings (and predictor zoom) compared: "rules" = the shipped rules only; "grid" = the
-    tuning grid (large-object overlap x small-object rule x box margin) plus the variants the
-    shipped rules were chosen over."""
+    """Settings compared: "rules" = the shipped rules; "grid" = those and the tuning grid
+    (overlap limit x small-object rule x intensity rule, zoom on small objects)."""
     base = PRESETS["volume"]
     out = {"shipped": (base, None)}
     if which == "rules":
         return out
-    out["previous (overlap 0.6, no small rule, no zoom)"] = (
-        replace(base, min_overlap=0.6, small_area=0, margin=3), False)
-    out["box+point+mask"] = (replace(base, use_point=True, use_mask=True), None)
-    for overlap in (0.3, 0.4, 0.5, 0.6):
+    for overlap in (0.5, 0.6):
         for small in (0, 400):
-            for margin in (3, 5):
-                name = f"overlap {overlap} small {small} margin {margin}"
-                out[name] = (replace(base, min_overlap=overlap, small_area=small,
-                                     small_overlap=0.3, margin=margin), None)
+            for shift in (None, 1.0, 2.0):
+                name = f"overlap {overlap} small {small} shift {shift}"
+                settings = replace(base, min_overlap=overlap, small_area=small,
+                                   small_overlap=0.3, margin=3, max_shift=shift, zoom=True)
+                if settings != base:
+                    out[name] = (settings, None)
     return out
 
 
@@ -173,6 +171,7 @@ def main() -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--variants", default="grid", choices=["grid", "rules"])
     p.add_argument("--max-per-dataset", type=int, default=None, help="volumes per stack set")
+    p.add_argument("--datasets", nargs="*", default=None, help="only these sets (default: all)")
     p.add_argument("--profile", default="accurate")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "propagation.json"))
     args = p.parse_args()
@@ -181,6 +180,8 @@ def main() -> int:
     rows = []
     t0 = time.perf_counter()
     for t in targets(args.split, predictor, args.max_per_dataset):
+        if args.datasets and t.dataset not in args.datasets:
+            continue
         bound = upper_bound(predictor, t)
         row = {"dataset": t.dataset, "object": t.name, "bound": round(bound, 4),
                "interpolate": round(interpolated(predictor, t), 4)}
@@ -196,12 +197,15 @@ def main() -> int:
         print(f"{t.dataset:16s} {t.name:40s} bound {bound:.3f} prop {shipped['dice']:.3f} "
               f"ratio {shipped['ratio']:.2f} extent {shipped['extent']} reached "
               f"{shipped['reached']}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        partial = Path(args.out).with_suffix(".partial.json")  # kept if the run is stopped
+        partial.write_text(json.dumps({args.split: rows}, indent=1))
     summary = summarize(rows, list(variants(args.variants)))
     print(table(summary))
     print(ranking(rows, list(variants(args.variants))))
     results = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
     results[args.split] = {"summary": summary, "objects": rows}
     Path(args.out).write_text(json.dumps(results, indent=1))
+    Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
     return 0
 
 

@@ -21,12 +21,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.click_eval import evaluate_clicks, summarize_clicks  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # noqa: E402
-from napari_medsam.core.evaluation import evaluate_boxes, iter_targets, summarize  # noqa: E402
+from napari_medsam.core.evaluation import (  # noqa: E402
+    evaluate_boxes,
+    iter_targets,
+    load_manifest,
+    summarize,
+)
 from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E402
 
 
@@ -44,9 +51,26 @@ def predictor_for(what: str, cache, profile: str, zoom: bool):
     return build_predictor(RuntimeSpec(profile=profile, adapter=adapter, zoom=zoom), cache)
 
 
+def spread_pairs(data: str, datasets: list[str] | None, n: int | None) -> list[dict]:
+    """Every dataset's pairs, or `n` of them evenly spaced in manifest order (which is by
+    patient), so a few pairs still cover many patients."""
+    by_set: dict[str, list[dict]] = {}
+    for pair in load_manifest(data):
+        if not datasets or pair["dataset"] in datasets:
+            by_set.setdefault(pair["dataset"], []).append(pair)
+    out = []
+    for pairs in by_set.values():
+        if n is not None and len(pairs) > n:
+            pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, n).round().astype(int)]
+        out += pairs
+    return out
+
+
 def run(predictor, args, tag: str) -> list[dict]:
+    chosen = spread_pairs(args.data, args.datasets, args.max_cases)
+
     def targets():
-        return iter_targets(args.data, args.datasets, max_slices=args.max_slices)
+        return iter_targets(args.data, pairs=chosen, max_slices=args.max_slices)
 
     t0 = time.monotonic()
     records = [{**r, "model": tag} for r in evaluate_boxes(predictor, targets())]
@@ -95,6 +119,9 @@ def main() -> int:
                    help="NAME=WHAT pairs: base, shipped, an adapter folder, moe:<folder>")
     p.add_argument("--datasets", default=None, help="comma-separated (default all)")
     p.add_argument("--max-slices", type=int, default=3)
+    p.add_argument("--max-cases", type=int, default=None,
+                   help="at most this many pairs per dataset, evenly spread over its patients "
+                        "(manifest order)")
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--profile", default="accurate", help="runtime profile (moe: torch)")
     p.add_argument("--no-zoom", action="store_true")

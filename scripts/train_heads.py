@@ -56,6 +56,8 @@ def task_pairs(folder: str, datasets: list[str]) -> list[dict]:
 
     return [{**p, "case": f"{p['dataset']}/{p['case']}"}
             for d in datasets for p in list_pairs(folder, d)]
+MODALITY = {"camus": "echocardiography", "ph2": "dermoscopy", "cardiac-mri": "cardiac MRI",
+            "abdomen-mri": "abdominal MRI"}
 KINDS = ("patch", "shape")
 CURVE = (5, 10, 20)
 
@@ -179,6 +181,7 @@ def main() -> int:
                 if out is not None:
                     meta = read_metadata(out)
                     meta["dev"] = report
+                    meta["modality"] = MODALITY[dataset]
                     meta["size_bytes"] = (out / "head.safetensors").stat().st_size
                     write_metadata(out, meta)
                     results[key]["size_bytes"] = meta["size_bytes"]

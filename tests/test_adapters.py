@@ -203,6 +203,13 @@ def test_cancel_keeps_previous_adapter(base, camus, tiny_sets, shared_cache, tmp
     for a, b in zip(before, outputs(pred, image, labels), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert (resume_dir(out) / "state.json").is_file()  # a checkpoint to resume from
+    saved = json.loads((resume_dir(out) / "state.json").read_text())["step"]
+    steps: list[int] = []
+    result = finetune(base, train_set, val_set, shared_cache, out,
+                      TrainConfig(steps=saved + 1, **TINY), resume=True, activate=False,
+                      progress=lambda p: steps.append(p.step))
+    assert steps == [saved + 1] and result.steps == saved + 1  # went on from the checkpoint
+    assert not resume_dir(out).exists()
     ad.remove("prev")
 
 

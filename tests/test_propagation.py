@@ -21,6 +21,8 @@ TOTALSEG = "ct/totalseg_example/images/example_ct_sm.nii.gz"
 TOTALSEG_LABELS = "ct/totalseg_example/labels/example_ct_sm.nii.gz"
 LESION = "ct/deeplesion/{}/CT_Lesion_000009_03_01_036-048.nii.gz"
 SPLEEN, KIDNEY_LEFT, LIVER = 1, 3, 5
+# ratio of propagated 3D Dice to its bound, a little under benchmarks/bench_propagation.py's
+RATIO_LESION, RATIO_ACDC = 0.90, 0.90
 pytestmark = pytest.mark.slow
 
 
@@ -79,6 +81,45 @@ def test_lesion_stops_where_it_ends(shared_predictor, data_dir):
     pred = session.labels > 0
     assert dice(pred, truth) >= 0.70
     assert all("ended" in why or "end of volume" in why for why in result.stopped.values())
+
+
+def _bound(session: Session, truth: np.ndarray) -> float:
+    """3D Dice of a ground-truth box (+5 px) on every slice of the object: the best that
+    propagating one box can reach."""
+    pred = np.zeros_like(truth)
+    for z in np.nonzero(truth.any(axis=(1, 2)))[0]:
+        session.embed(int(z))
+        pred[z] = session.predictor.predict(box=bbox(truth[z], 5)).masks[0]
+    return dice(pred, truth)
+
+
+def _acdc_dev_stack(data_dir):
+    from napari_medsam.core.slice_stacks import stacks
+
+    found = stacks(data_dir, ["acdc"])
+    if not found:
+        pytest.skip("no ACDC slices in the dev set")
+    return found[0].image, found[0].labels == 3  # LV cavity
+
+
+@pytest.mark.parametrize("case, minimum", [("lesion", RATIO_LESION), ("acdc", RATIO_ACDC)])
+def test_propagation_reaches_its_bound(model, cache_dir, data_dir, case, minimum):
+    """Propagation from one box against a ground-truth box on every slice, with the shipped
+    runtime (zoom on small objects): a CT lesion and an MRI LV on dev patients."""
+    if case == "lesion":
+        image = read_volume(data_dir / LESION.format("images")).data
+        truth = read_volume(data_dir / LESION.format("labels")).data > 0
+        preset = "auto"
+    else:
+        image, truth = _acdc_dev_stack(data_dir)
+        preset = "mri"
+    session = Session(Predictor(model, EmbeddingCache(disk_dir=cache_dir), zoom=True), preset)
+    session.set_image(image, is_volume=True)
+    bound = _bound(session, truth)
+    _start(session, truth)
+    result = session.propagate()
+    ratio = dice(session.labels == result.label, truth) / bound
+    assert ratio >= minimum, (ratio, bound, result.stopped)
 
 
 def test_existing_objects_are_never_overwritten_and_cancel_keeps_work(shared_predictor, ct):

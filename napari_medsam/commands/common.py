@@ -98,6 +98,10 @@ def add_model_options(p: argparse.ArgumentParser, default_profile: str = "auto")
                    help="apply --adapter to every image, even to images unlike the ones it was "
                         "trained on (by default those use the model without it; also "
                         "$NAPARI_MEDSAM_ADAPTER_GATE=0)")
+    p.add_argument("--no-zoom", action="store_true",
+                   help="decode small objects on the whole image too (by default an object under "
+                        "15 %% of the image is decoded on a re-encoded window around it: better "
+                        "masks, one more encoder run per object)")
     p.add_argument("--profile", default=default_profile,
                    choices=["auto", "torch", "accurate", "balanced", "fast"],
                    help="how to run the model: auto (torch on a GPU when torch sees one, else the "
@@ -131,6 +135,7 @@ def spec_from_args(args, profile: str | None = None):
         gate=False if getattr(args, "no_adapter_gate", False) else None,
         profile=profile or getattr(args, "profile", None) or "torch",
         device=args.device, threads=getattr(args, "threads", None),
+        zoom=not getattr(args, "no_zoom", False),
     )
 
 

@@ -155,6 +155,8 @@ def mask_from_logits(
         rs, cs = window
         rows = np.nonzero(_touches(r0, rs) | _touches(r1, rs))[0]
         cols = np.nonzero(_touches(c0, cs) | _touches(c1, cs))[0]
+        if not len(rows) or not len(cols):
+            continue  # a shrinking resize whose taps all miss the positive logits: all <= 0
         wy = fy[rows, None]
         part = plane[r0[rows]] * (1.0 - wy) + plane[r1[rows]] * wy
         wx = fx[cols]

@@ -8,6 +8,8 @@ active before, so the previous adapter (in memory and on disk) is never touched.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,20 @@ from ..domain_gate import describe as profile_of
 from ..embeddings import EmbeddingCache
 from .data import TrainSet, cached_features, describe
 from .loop import Progress, TrainConfig, TrainResult, train
+
+
+def checkpoint_adapter_name(folder: Path) -> str | None:
+    """The training adapter's name inside a checkpoint's parameter names (a resumed run must
+    use it: the checkpoint is matched by parameter name), or None."""
+    info = Path(folder) / "state.json"
+    if not info.is_file():
+        return None
+    try:
+        names = json.loads(info.read_text()).get("names") or []
+    except (OSError, ValueError):
+        return None
+    found = re.search(r"\.(training-[0-9a-f]{8})\.", names[0]) if names else None
+    return found.group(1) if found else None
 
 
 def resume_dir(out: str | Path) -> Path:
@@ -73,9 +89,9 @@ def finetune(
     ad = adapters_of(model)
     previous = ad.active
     init = previous if init_from == "active" else init_from
-    name = f"training-{uuid.uuid4().hex[:8]}"
-    params = ad.create(name, targets, rank, init_from=init)
     ckpt = resume_dir(out)
+    name = (resume and checkpoint_adapter_name(ckpt)) or f"training-{uuid.uuid4().hex[:8]}"
+    params = ad.create(name, targets, rank, init_from=init)
     if not resume:
         shutil.rmtree(ckpt, ignore_errors=True)
     try:
