@@ -207,6 +207,7 @@ def test_fresh_adapter_changes_nothing_and_switches_back(logic, lesion, tmp_path
     volume, truth, _ = lesion(2)
     z = best_slice(truth)
     box = bbox(truth[z], MARGIN)
+    logic.setZoom(False)  # whole-slice decodes: what changes is the adapter only
     before = logic.setBox(volume, box, z).copy()
     adapters = adapters_of(logic.getPredictor().model)
     adapters.create("fresh")
@@ -222,3 +223,4 @@ def test_fresh_adapter_changes_nothing_and_switches_back(logic, lesion, tmp_path
     finally:
         adapters.remove("fresh")
         logic.adapterPath = None
+        logic.setZoom(True)

@@ -44,6 +44,7 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
         self.preset = preset
         self.device = device
         self.profile = profile
+        self.zoom = True  # small objects decoded on a re-encoded window (core.zoom)
         self._entries: dict[tuple[str, int], Entry] = {}
         self.busyJob: BackgroundJob | None = None
         self.adapterPath: str | None = None
@@ -66,9 +67,15 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
             if self._runtime is None:
                 self._runtime, self._cache = runtime.Runtime(), runtime.default_cache()
             spec = runtime.RuntimeSpec(profile=self.profile or "torch", device=self.device,
-                                       adapter=self.adapterPath)
+                                       adapter=self.adapterPath, zoom=self.zoom)
             self._predictor = self._runtime.predictor(spec, self._cache)
         return self._predictor
+
+    def setZoom(self, on: bool) -> None:
+        """Decode small objects on a zoomed, re-encoded window (default) or on the whole slice;
+        the predictor is rebuilt on next use (the model stays loaded)."""
+        if bool(on) != self.zoom:
+            self.zoom, self._predictor = bool(on), None
 
     def setProfile(self, profile: str | None) -> None:
         """Switch execution profile (torch, or accurate / balanced / fast / auto on ONNX
@@ -195,9 +202,13 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
         return geo.axis_for_normal(normalRAS, nodes.ijk_to_world_matrix(volumeNode))
 
     def promptFromRAS(self, volumeNode, pointsRAS, axis: int) -> geo.SlicePrompt:
-        """World RAS points on one slice -> slice index and (x, y) slice pixels."""
+        """World RAS points on one slice -> slice index and (x, y) slice pixels.
+
+        Rounded to 1/1000 of a voxel: the matrix round trip leaves ~1e-12 of noise, which must
+        not move a prompt across a pixel boundary (a zoom window is placed on whole pixels).
+        """
         ijk = geo.ras_to_ijk(pointsRAS, nodes.ijk_to_world_matrix(volumeNode))
-        return geo.ijk_to_slice(ijk, axis, self.shape(volumeNode))
+        return geo.ijk_to_slice(np.round(np.asarray(ijk, float), 3), axis, self.shape(volumeNode))
 
     def setBoxRAS(self, volumeNode, corner1RAS, corner2RAS, axis: int):
         """A box dragged between two RAS corners; returns (SlicePrompt, preview mask)."""
