@@ -23,6 +23,7 @@ from napari_medsam.core.zoom import (
 def test_windows_only_for_small_objects_and_inside_the_image():
     policy = ZoomPolicy()
     assert policy.window((100, 100, 300, 300), (512, 512)) is None  # 0.39 of the side: no zoom
+    assert policy.window((50, 50, 58, 58), (101, 122)) is None  # a small image: only blur
     win = policy.window((500, 20, 510, 34), (512, 512))  # a small object at the border
     x0, y0, x1, y1 = win
     assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512

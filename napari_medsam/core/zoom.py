@@ -34,12 +34,16 @@ class ZoomPolicy:
         min_side: ... but at least this many pixels ...
         max_zoom: ... and at least the image's longest side / max_zoom (no blur from extreme
             upsampling).
+        min_image: no zoom on an image whose longest side is under this many pixels: the
+            model's 256-pixel input already magnifies it, and a window only adds blur (the
+            122-pixel sample CT lost 9 points of box Dice on its small organs with zoom).
     """
 
     max_extent: float = 0.15
     context: float = 4.0
     min_side: int = 32
     max_zoom: float = 8.0
+    min_image: int = 160
 
     def window(self, extent, shape: tuple[int, int]) -> Window | None:
         """The window around `extent` (x0, y0, x1, y1 of the object, image pixels), or None when
@@ -48,7 +52,7 @@ class ZoomPolicy:
         x0, y0, x1, y1 = (float(v) for v in extent)
         size = max(x1 - x0, y1 - y0, 1.0)
         long_side = max(h, w)
-        if size >= self.max_extent * long_side:
+        if long_side < self.min_image or size >= self.max_extent * long_side:
             return None
         side = max(self.context * size, self.min_side, long_side / self.max_zoom)
         if side >= 0.9 * long_side:
