@@ -20,10 +20,32 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import CancelledError, MedSAMError
 from ..core.runtime import RuntimeSpec
 from ..core.session import Session
 
 Emit = Callable[[tuple], None]
+
+
+def say_job_error(host, exc: BaseException, what: str, cancelled: str, kept: str) -> None:
+    """Tell how a job ended in `exc`: a stop keeps what was done (`cancelled`, info), a
+    MedSAMError says itself (warning), anything else is a failure of `what` that kept `kept`."""
+    if isinstance(exc, CancelledError):
+        host.notify("info", cancelled)
+    elif isinstance(exc, MedSAMError):
+        host.notify("warning", str(exc))
+    else:
+        host.notify("error", f"{what} failed ({type(exc).__name__}: {exc}). {kept}")
+
+
+def release(host, ann) -> None:
+    """A volume job on `ann` ended: show its labels, let it take prompts again, and tell the
+    dock that labels changed."""
+    if ann is not None:
+        ann.labels.refresh()
+        ann.busy = False
+        ann.resume()
+    host.objects_changed()
 
 
 def in_thread(work: Callable[[Emit, Callable[[], bool]], object],

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QVBoxLayout
 
-from ..core.errors import CancelledError, InputError, MedSAMError
+from ..core.errors import InputError
 from .controls import button, row
 from .host import Host
-from .jobs import in_thread
+from .jobs import in_thread, release, say_job_error
 
 PICK = "__pick__"
 
@@ -141,20 +141,10 @@ class AutoPanel:
             self.host.notify("info", f"Automatic: {len(found)} structure(s) on the volume. "
                                      "Correct them with clicks and boxes.")
         elif msg[0] == "error":
-            exc = msg[1]
-            if isinstance(exc, CancelledError):
-                self.host.notify("info", "Automatic segmentation stopped: the slices done are "
-                                         "kept.")
-            elif isinstance(exc, MedSAMError):
-                self.host.notify("warning", str(exc))
-            else:
-                self.host.notify("error", f"Automatic segmentation failed ({type(exc).__name__}: "
-                                          f"{exc}). Your labels are kept.")
+            say_job_error(self.host, msg[1], "Automatic segmentation",
+                          "Automatic segmentation stopped: the slices done are kept.",
+                          "Your labels are kept.")
 
     def _ended(self, aborted: bool) -> None:
         ann, self.ann = self.ann, None
-        if ann is not None:
-            ann.labels.refresh()
-            ann.busy = False
-            ann.resume()
-        self.host.objects_changed()
+        release(self.host, ann)

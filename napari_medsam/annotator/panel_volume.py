@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from ..core.errors import CancelledError, InputError, MedSAMError
+from ..core.errors import InputError
 from .controls import button, combo, row
 from .host import Host
-from .jobs import in_thread
+from .jobs import in_thread, release, say_job_error
 
 KINDS = {"volume (slices)": "volume", "2D+t (frames)": "time"}
 
@@ -89,20 +89,11 @@ class VolumePanel:
             self.host.notify("info", f"{verb.capitalize()}: {msg[1].summary()}")
         elif kind == "error":
             exc = msg[1]
-            if isinstance(exc, CancelledError):
-                kept = len(getattr(getattr(exc, "result", None), "slices", []) or [])
-                self.host.notify("info", f"{verb.capitalize()} stopped: the {kept} slices done "
-                                         "are kept.")
-            elif isinstance(exc, MedSAMError):
-                self.host.notify("warning", str(exc))
-            else:
-                self.host.notify("error", f"{verb.capitalize()} failed ({type(exc).__name__}: "
-                                          f"{exc}). Your labels and prompts are kept.")
+            kept = len(getattr(getattr(exc, "result", None), "slices", []) or [])
+            say_job_error(self.host, exc, verb.capitalize(),
+                          f"{verb.capitalize()} stopped: the {kept} slices done are kept.",
+                          "Your labels and prompts are kept.")
 
     def _ended(self, aborted: bool) -> None:
         ann, self.ann = self.ann, None
-        if ann is not None:
-            ann.labels.refresh()
-            ann.busy = False
-            ann.resume()
-        self.host.objects_changed()
+        release(self.host, ann)
