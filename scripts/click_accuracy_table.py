@@ -30,6 +30,7 @@ from napari_medsam.core.click_eval import evaluate_clicks, summarize_clicks  # n
 from napari_medsam.core.embeddings import EmbeddingCache, default_cache_dir  # noqa: E402
 from napari_medsam.core.evaluation import (  # noqa: E402
     evaluate_boxes,
+    filter_pairs,
     iter_targets,
     load_manifest,
     summarize,
@@ -55,9 +56,8 @@ def spread_pairs(data: str, datasets: list[str] | None, n: int | None) -> list[d
     """Every dataset's pairs, or `n` of them evenly spaced in manifest order (which is by
     patient), so a few pairs still cover many patients."""
     by_set: dict[str, list[dict]] = {}
-    for pair in load_manifest(data):
-        if not datasets or pair["dataset"] in datasets:
-            by_set.setdefault(pair["dataset"], []).append(pair)
+    for pair in filter_pairs(load_manifest(data), datasets):
+        by_set.setdefault(pair["dataset"], []).append(pair)
     out = []
     for pairs in by_set.values():
         if n is not None and len(pairs) > n:
