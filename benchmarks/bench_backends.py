@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("NAPARI_MEDSAM_DATA", REPO.parent / "shared" / "data"))
 TARGETS = {"balanced": 0.98, "fast": 0.95}
 
+from napari_medsam.core import regions  # noqa: E402
 from napari_medsam.core.backends.onnx_backend import default_threads  # noqa: E402
 from napari_medsam.core.backends.preprocess import mask_from_logits  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
@@ -101,9 +102,7 @@ def corrective_click(truth: np.ndarray, mask: np.ndarray):
     err, positive = (missed, 1) if missed.sum() >= extra.sum() else (extra, 0)
     if not err.any():
         return None
-    from scipy import ndimage
-
-    dist = ndimage.distance_transform_edt(err)
+    dist = regions.depth(err)
     y, x = np.unravel_index(int(dist.argmax()), dist.shape)
     return np.array([[float(x), float(y)]]), np.array([positive])
 

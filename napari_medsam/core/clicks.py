@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from . import regions
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def interior_point(
         rng, jitter: with a generator and jitter in (0, 1], pick at random among pixels whose
             depth is at least (1 - jitter) x the maximum (training only).
     """
-    depth = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    depth = regions.depth(np.pad(region, 1))[1:-1, 1:-1]
     top = float(depth.max())
     if rng is None or jitter <= 0.0 or top <= 1.0:
         y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
@@ -47,7 +48,7 @@ def interior_point(
 
 def largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """The largest 4-connected component of `mask` and its area (0 when empty)."""
-    labels, n = ndimage.label(mask)
+    labels, n = regions.label(mask)
     if n == 0:
         return mask, 0
     areas = np.bincount(labels.ravel())[1:]

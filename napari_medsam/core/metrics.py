@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from . import regions
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -28,12 +29,9 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing=None) -> float:
     if not pred.any() or not truth.any():
         return float("inf")
 
-    def surface(mask):
-        return mask & ~ndimage.binary_erosion(mask)
-
-    sp, st = surface(pred), surface(truth)
-    dist_to_truth = ndimage.distance_transform_edt(~st, sampling=spacing)
-    dist_to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)
+    sp, st = regions.border(pred), regions.border(truth)
+    dist_to_truth = regions.depth(~st, spacing)
+    dist_to_pred = regions.depth(~sp, spacing)
     distances = np.concatenate([dist_to_truth[sp], dist_to_pred[st]])
     return float(np.percentile(distances, 95))
 

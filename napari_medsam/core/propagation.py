@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
+from . import regions
 from .errors import CancelledError, InputError
 from .metrics import bbox, dice
 from .predictor import Predictor
@@ -137,7 +137,7 @@ class PropagationResult:
 
 def deepest_point(mask: np.ndarray) -> tuple[float, float]:
     """(x, y) of the mask pixel farthest from its border: a safe positive click."""
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    dist = regions.depth(np.pad(mask, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return float(x), float(y)
 
@@ -309,8 +309,8 @@ def _left(fronts: dict, done: dict, start: int, n: int, limit: int) -> int:
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """Negative inside, positive outside, zero-crossing half a pixel off the border."""
     mask = np.asarray(mask, bool)
-    inside = ndimage.distance_transform_edt(mask)
-    outside = ndimage.distance_transform_edt(~mask)
+    inside = regions.depth(mask)
+    outside = regions.depth(~mask)
     return outside - inside
 
 

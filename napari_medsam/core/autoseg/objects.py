@@ -5,8 +5,8 @@ of a head's map, and merging per-structure logits into one label map.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from .. import regions
 from ..backends.preprocess import resize_bilinear
 from ..embeddings import Embedding
 
@@ -38,7 +38,7 @@ def merge_structures(logits: np.ndarray, values: list[int], keep_largest: bool) 
     for i, value in enumerate(values):
         mask = positive & (best == i)
         if keep_largest and mask.any():
-            comps, _ = ndimage.label(mask)  # 4-connected
+            comps, _ = regions.label(mask)  # 4-connected
             mask = comps == (np.bincount(comps.ravel())[1:].argmax() + 1)
         out[mask] = value
     return out
@@ -60,11 +60,10 @@ def find_objects(prob: np.ndarray, emb: Embedding, image_size: int,
     gh, gw = frame_size(emb, image_size, g)
     sy, sx = oh / (gh * 1.0), ow / (gw * 1.0)  # original pixels per grid cell
     found = []
-    eight = np.ones((3, 3), bool)  # 8-connected regions
     for s, p in enumerate(prob):
         inside = p[:gh, :gw]
-        comps, _ = ndimage.label(inside > threshold, structure=eight)
-        for label, where in enumerate(ndimage.find_objects(comps), start=1):
+        comps, _ = regions.label(inside > threshold, diagonal=True)  # 8-connected
+        for label, where in enumerate(regions.bounding_boxes(comps), start=1):
             y0, y1, x0, x1 = where[0].start, where[0].stop, where[1].start, where[1].stop
             own = comps == label
             cy, cx = np.unravel_index(np.argmax(np.where(own, inside, 0)), (gh, gw))

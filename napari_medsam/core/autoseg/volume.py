@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage
 
+from .. import regions
 from ..errors import CancelledError
 from ..metrics import bbox, dice
 from .infer import segment_embedding
@@ -82,10 +82,10 @@ def make_consistent(session, labels: np.ndarray, values: list[int],
 def drop_islands(mask: np.ndarray) -> np.ndarray:
     """`mask` (Z, H, W) without the 3D-connected pieces that lie on one slice only, when the
     structure has a piece spanning several slices."""
-    comps, count = ndimage.label(mask)  # 6-connected in 3D
+    comps, count = regions.label(mask)  # 6-connected in 3D
     if count <= 1:
         return mask
-    spans = [(s[0].stop - s[0].start) for s in ndimage.find_objects(comps)]
+    spans = [(s[0].stop - s[0].start) for s in regions.bounding_boxes(comps)]
     if max(spans) < 2:
         return mask  # every piece is on one slice: nothing says which are wrong
     keep = np.zeros(count + 1, bool)
