@@ -2,7 +2,9 @@
 
 1. Speed: torch fp32 and every profile on the same image, interleaved round by round (so load
    from other processes hits all alike); median encoder ms per 256x256 slice, click ms (box ->
-   mask on the image grid) and refine ms (box + click + previous logits), and the ratio to torch.
+   mask on the image grid), refine ms (box + click + previous logits), point ms (one click, no
+   box: the click adapter's decoder) and point2 ms (a second click with the first one's logits),
+   and the ratio to torch.
 2. Agreement: for dev targets of every dataset of ../shared/data, the box mask (tight box +5 px)
    and a box + corrective click mask of each profile against torch fp32: Dice agreement, and
    Dice against ground truth of both. ONNX embeddings are computed fresh; torch's may come from
@@ -52,6 +54,7 @@ def speed(backends: dict, image01: np.ndarray, repeats: int, clock=time.perf_cou
     times: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     box = np.array([[70.0, 60.0, 170.0, 180.0]])
     point, label = np.array([[[120.0, 110.0]]]), np.array([[1]])
+    two, labels2 = np.array([[[120.0, 110.0], [125.0, 150.0]]]), np.array([[1, 1]])
     for b in backends.values():  # warm-up: sessions, allocators
         f, _ = b.encode(image01)
         b.decode(b.load_features(f), None, None, box, None)
@@ -68,7 +71,14 @@ def speed(backends: dict, image01: np.ndarray, repeats: int, clock=time.perf_cou
             logits, _ = b.decode(handle, point, label, box, logits)
             mask_from_logits(logits, b.image_size, resized, image01.shape[:2])
             t4 = clock()
-            for key, value in (("encode", t1 - t0), ("click", t3 - t2), ("refine", t4 - t3)):
+            logits, _ = b.decode(handle, point, label, None, None)  # a click, no box
+            mask_from_logits(logits, b.image_size, resized, image01.shape[:2])
+            t5 = clock()
+            logits, _ = b.decode(handle, two, labels2, None, logits)  # second click + its mask
+            mask_from_logits(logits, b.image_size, resized, image01.shape[:2])
+            t6 = clock()
+            for key, value in (("encode", t1 - t0), ("click", t3 - t2), ("refine", t4 - t3),
+                               ("point", t5 - t4), ("point2", t6 - t5)):
                 times[name][key].append(1000 * value)
     return {n: {k: float(np.median(v)) for k, v in d.items()} for n, d in times.items()}
 
@@ -217,11 +227,14 @@ def main() -> None:
     print(f"\nspeed ({what}), {threads} threads, median of {args.repeats} (load avg "
           f"{report['load_before'][0]:.1f} -> {report['load_after'][0]:.1f})")
     print(f"{'backend':12s} {'encode ms':>10s} {'x torch':>8s} {'click ms':>9s} {'x torch':>8s} "
-          f"{'refine ms':>10s} {'x torch':>8s}")
+          f"{'refine ms':>10s} {'x torch':>8s} {'point ms':>9s} {'x torch':>8s} "
+          f"{'point2 ms':>10s} {'x torch':>8s}")
     for name, r in res.items():
         print(f"{name:12s} {r['encode']:10.0f} {base['encode'] / r['encode']:8.2f} "
               f"{r['click']:9.1f} {base['click'] / r['click']:8.2f} {r['refine']:10.1f} "
-              f"{base['refine'] / r['refine']:8.2f}")
+              f"{base['refine'] / r['refine']:8.2f} {r['point']:9.1f} "
+              f"{base['point'] / r['point']:8.2f} {r['point2']:10.1f} "
+              f"{base['point2'] / r['point2']:8.2f}")
 
     if not args.skip_agreement and (DATA / "manifest.json").is_file():
         cache = EmbeddingCache(disk_dir=args.emb_cache) if args.emb_cache else EmbeddingCache()

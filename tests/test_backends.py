@@ -386,15 +386,20 @@ def test_static_int8_encoder_from_shipped_ranges(base_info, exported, tmp_path):
 
 def test_profiles_use_openvino_where_it_pays(backends):
     """fast: bf16 encoder on OpenVINO on CPUs with native bf16, else int8 on onnxruntime;
-    balanced and accurate: fp32 on onnxruntime."""
+    balanced: fp32 on OpenVINO where it is installed, else on onnxruntime; accurate: fp32 on
+    onnxruntime always."""
     fast, balanced = get_profile("fast"), get_profile("balanced")
+    accurate = get_profile("accurate")
+    assert (accurate.encoder, accurate.encoder_engine) == ("fp32", "onnxruntime")
     if encoder_openvino.bf16_supported():
         assert (fast.encoder, fast.encoder_engine) == ("bf16", "openvino")
         assert backends["fast"].cache_id.endswith("+bf16") and "OpenVINO" in \
             backends["fast"].describe()
     else:
         assert (fast.encoder, fast.encoder_engine) == ("int8", "onnxruntime")
-    assert (balanced.encoder, balanced.encoder_engine) == ("fp32", "onnxruntime")
+    engine = "openvino" if encoder_openvino.available() else "onnxruntime"
+    assert (balanced.encoder, balanced.encoder_engine) == ("fp32", engine)
+    assert backends["balanced"].cache_id == backends["accurate"].cache_id  # shared embeddings
     if encoder_openvino.available():  # OpenVINO in fp32 computes the same embedding
         from napari_medsam.core.backends.encoder_openvino import OpenVinoEncoder
         from napari_medsam.core.backends.preprocess import prepare_input

@@ -15,9 +15,8 @@ rounding, checked against torch in the tests):
   * the final token->image attention runs only for the tokens that are read afterwards (the IoU
     token and the returned mask tokens): each query is independent there, so this is exact;
   * `ctx_rows` / `ctx_cols` pick the 64x64 embedding cells whose image tokens go through the
-    transformer: all of them (exact) except in the `fast` profile, which pauses background tokens
-    far from the box (token pausing; approximate, judged by mask agreement in
-    benchmarks/bench_backends.py);
+    transformer: all of them (exact), or only those near the box (token pausing; approximate:
+    no profile uses it since it broke agreement on cardiac MRI, docs/performance.md);
   * `roi_rows` / `roi_cols` (inside the context) pick the cells to upscale: all of them for the
     exact path, the box region for `balanced` / `fast` ("decode only the region of the box");
   * without a mask (has_mask_input = 0) the caller passes a 4 x 4 dummy mask_input: its

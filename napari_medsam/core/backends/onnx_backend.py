@@ -149,7 +149,7 @@ class OnnxBackend(Backend):
             grown by that fraction of the box size (`balanced`, `fast`) when a box is given.
         context: None runs every image token through the transformer (exact); (margin, cells)
             pauses the tokens outside the box grown by margin x its size and widened to at least
-            `cells` per side (token pausing, the `fast` profile; needs `roi_margin`).
+            `cells` per side (token pausing; needs `roi_margin`; no profile uses it).
         threads: intra-op threads (default: `default_threads()`).
         encoder_engine: "onnxruntime", or "openvino" (`encoder_openvino`; fp32 or bf16).
     """
