@@ -49,17 +49,16 @@ TASKS = {  # head name -> (datasets, structure values, names, training images, v
     "abdomen-mri": (["chaos_t2"], [1, 2, 3, 4], ["liver", "right kidney", "left kidney",
                                                  "spleen"], 250, 2),
 }
-
-
-def task_pairs(folder: str, datasets: list[str]) -> list[dict]:
-    """The pairs of every dataset of a task, cases named dataset/case (ids may repeat)."""
-
-    return [{**p, "case": f"{p['dataset']}/{p['case']}"}
-            for d in datasets for p in list_pairs(folder, d)]
 MODALITY = {"camus": "echocardiography", "ph2": "dermoscopy", "cardiac-mri": "cardiac MRI",
             "abdomen-mri": "abdominal MRI"}
 KINDS = ("patch", "shape")
 CURVE = (5, 10, 20)
+
+
+def task_pairs(folder: str, datasets: list[str]) -> list[dict]:
+    """The pairs of every dataset of a task, cases named dataset/case (ids may repeat)."""
+    return [{**p, "case": f"{p['dataset']}/{p['case']}"}
+            for d in datasets for p in list_pairs(folder, d)]
 
 
 def split_patients(pairs: list[dict], n_val: int, seed: int = 0) -> tuple[list, list]:

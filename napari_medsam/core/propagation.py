@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import regions
+from .clicks import interior_point
 from .errors import CancelledError, InputError
 from .metrics import bbox, dice
 from .predictor import Predictor
@@ -135,13 +136,6 @@ class PropagationResult:
                 f"({per:.2f} s per slice). {stops}")
 
 
-def deepest_point(mask: np.ndarray) -> tuple[float, float]:
-    """(x, y) of the mask pixel farthest from its border: a safe positive click."""
-    dist = regions.depth(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(x), float(y)
-
-
 def segment_from(predictor: Predictor, prev: SliceMask, settings: PropagationSettings) -> SliceMask:
     """Segment the predictor's current slice prompted by the previous slice's mask."""
     box = bbox(prev.mask, settings.margin)
@@ -152,7 +146,8 @@ def segment_from(predictor: Predictor, prev: SliceMask, settings: PropagationSet
     box[[2, 3]] = np.maximum(box[[2, 3]], box[[0, 1]] + 2)
     points = labels = mask_in = None
     if settings.use_point:
-        points, labels = np.array([deepest_point(prev.mask)]), np.array([1])
+        y, x = interior_point(prev.mask)  # the deepest pixel: a safe positive click
+        points, labels = np.array([[float(x), float(y)]]), np.array([1])
     if settings.use_mask and prev.logits is not None:
         mask_in = prev.logits
     pred = predictor.predict(points=points, labels=labels, box=box, mask_input=mask_in,

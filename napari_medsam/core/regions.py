@@ -39,8 +39,8 @@ def bounding_boxes(labels: np.ndarray) -> list[tuple[slice, ...]]:
     top = int(labels.max()) if labels.size else 0
     if top == 0:
         return []
-    boxes = cc3d.statistics(labels.astype(np.uint32, copy=False))["bounding_boxes"][1:top + 1]
-    counts = np.bincount(labels.ravel(), minlength=top + 1)[1:]
+    stats = cc3d.statistics(labels.astype(np.uint32, copy=False))
+    boxes, counts = stats["bounding_boxes"][1:top + 1], stats["voxel_counts"][1:top + 1]
     return [tuple(b) if c else None for b, c in zip(boxes, counts, strict=True)]
 
 
