@@ -22,7 +22,8 @@ TOTALSEG_LABELS = "ct/totalseg_example/labels/example_ct_sm.nii.gz"
 LESION = "ct/deeplesion/{}/CT_Lesion_000009_03_01_036-048.nii.gz"
 SPLEEN, KIDNEY_LEFT, LIVER = 1, 3, 5
 # ratio of propagated 3D Dice to its bound, a little under benchmarks/bench_propagation.py's
-RATIO_LESION, RATIO_ACDC = 0.90, 0.90
+# (lesion 0.91, spleen 0.84; the spleen ran past its end to 0.56 with the rules before issue 22)
+RATIO_LESION, RATIO_SPLEEN = 0.88, 0.80
 pytestmark = pytest.mark.slow
 
 
@@ -93,25 +94,26 @@ def _bound(session: Session, truth: np.ndarray) -> float:
     return dice(pred, truth)
 
 
-def _acdc_dev_stack(data_dir):
+def _chaos_dev_stack(data_dir, case: str = "chaos32"):
     from napari_medsam.core.slice_stacks import stacks
 
-    found = stacks(data_dir, ["acdc"])
+    found = [st for st in stacks(data_dir, ["chaos_t2"]) if st.name == case]
     if not found:
-        pytest.skip("no ACDC slices in the dev set")
-    return found[0].image, found[0].labels == 3  # LV cavity
+        pytest.skip(f"no CHAOS {case} slices in the dev set")
+    return found[0].image, found[0].labels == 4  # spleen
 
 
-@pytest.mark.parametrize("case, minimum", [("lesion", RATIO_LESION), ("acdc", RATIO_ACDC)])
+@pytest.mark.parametrize("case, minimum", [("lesion", RATIO_LESION), ("spleen", RATIO_SPLEEN)])
 def test_propagation_reaches_its_bound(model, cache_dir, data_dir, case, minimum):
     """Propagation from one box against a ground-truth box on every slice, with the shipped
-    runtime (zoom on small objects): a CT lesion and an MRI LV on dev patients."""
+    runtime (zoom on small objects): a CT lesion and an MRI spleen whose end the stop rules
+    must find (past it the box finds the neighbouring organ) on dev patients."""
     if case == "lesion":
         image = read_volume(data_dir / LESION.format("images")).data
         truth = read_volume(data_dir / LESION.format("labels")).data > 0
         preset = "auto"
     else:
-        image, truth = _acdc_dev_stack(data_dir)
+        image, truth = _chaos_dev_stack(data_dir)
         preset = "mri"
     session = Session(Predictor(model, EmbeddingCache(disk_dir=cache_dir), zoom=True), preset)
     session.set_image(image, is_volume=True)
