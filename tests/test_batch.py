@@ -207,12 +207,15 @@ def test_ctrl_c_cancels_pending_items(cluster, inputs, tmp_path):
     options = TaskOptions("embed", str(tmp_path / "out"), RuntimeSpec(profile="torch"),
                           cache_dir=str(tmp_path / "cache"), threads=1)
     timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGINT))
+    # Ctrl-C as a terminal gives it: Python's own SIGINT handler, whatever a library set before
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with distributed.Client(cluster) as client:
         timer.start()
         try:
             summary = run_batch(client, items, options, progress=False, task=sleepy)
         finally:
             timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         assert client.submit(sum, [1, 2], pure=False).result() == 3  # the cluster still works
     assert summary.interrupted and not summary.ok
     assert summary.counts["cancelled"] > 0
