@@ -25,7 +25,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,9 @@ from napari_medsam.core.propagation import (  # noqa: E402
     PRESETS,
     Intensity,
     PropagationSettings,
+    Signals,
     SliceMask,
+    decide,
     segment_from,
 )
 from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E402
@@ -110,32 +112,25 @@ def trace(predictor, t: bench.Target, settings: PropagationSettings) -> dict:
 
 def signals(predictor, new: SliceMask, prev: SliceMask, reference: Intensity | None,
             truth: np.ndarray, z: int, settings: PropagationSettings) -> dict:
-    """What a stop rule can read on this slice, and the ground truth's overlap (for scoring)."""
-    image = predictor.image
-    now = Intensity.of(image, new.mask)
-    floor = 0.02 * float(np.ptp(np.asarray(image, np.float64)))
+    """What a stop rule can read on this slice (`propagation.Signals`, and the click decoder's
+    agreement), and the ground truth's overlap (for scoring)."""
     y, x = interior_point(prev.mask)  # the click decoder's opinion of the same object
     click = predictor.predict(points=np.array([[float(x), float(y)]]), labels=np.array([1]),
                               box=bbox(prev.mask, settings.margin), zoom=False)
-    return {"z": z, "score": new.score, "stability": new.stability,
-            "area": int(new.mask.sum()), "prev_area": int(prev.mask.sum()),
-            "overlap": dice(new.mask, prev.mask),
-            "drift": reference.shift(now, floor) if now and reference else 99.0,
+    return {"z": z, **asdict(Signals.of(new, prev, reference, predictor.image)),
             "click_agreement": dice(click.masks[0], new.mask),
             "inter": int((new.mask & truth).sum()), "truth": int(truth.sum())}
 
 
-def settings_rule(c: Candidate) -> Rule:
-    """`propagation.stop_reason` on recorded signals (no small-object rule)."""
-    s = c.settings
+SIGNALS = [f.name for f in fields(Signals)]
 
+
+def settings_rule(c: Candidate) -> Rule:
+    """`propagation.decide` replayed on recorded signals, and the click-agreement floor."""
     def stop(f: dict, row: dict) -> bool:
-        return bool(
-            f["area"] < max(1.0, s.min_area * row["start_area"]) or f["score"] < s.min_score
-            or f["stability"] < s.min_stability or f["overlap"] < s.min_overlap
-            or f["area"] > s.max_growth * max(f["prev_area"], 1)
-            or (s.max_shift is not None and f["drift"] > s.max_shift)
-            or f["click_agreement"] < c.min_click_agreement)
+        sig = Signals(**{name: f[name] for name in SIGNALS})
+        return bool(decide(sig, row["start_area"], c.settings)) or \
+            f["click_agreement"] < c.min_click_agreement
     return stop
 
 
@@ -160,21 +155,23 @@ def score(rows: list[dict], stop: Rule) -> list[dict]:
     return out
 
 
-def per_set(scored: list[dict]) -> dict[str, tuple[float, float]]:
-    """Set -> (mean ratio, worst ratio), rings left out."""
+def ratios_by_set(scored: list[dict]) -> dict[str, list[float]]:
+    """Set -> ratios of its objects, rings left out."""
     groups = defaultdict(list)
     for o in scored:
         if not o["group"].endswith("/rings"):
             groups[o["group"]].append(o["ratio"])
-    return {g: (float(np.mean(v)), float(np.min(v))) for g, v in sorted(groups.items())}
+    return dict(sorted(groups.items()))
+
+
+def per_set(scored: list[dict]) -> dict[str, tuple[float, float]]:
+    """Set -> (mean ratio, worst ratio), rings left out."""
+    return {g: (float(np.mean(v)), float(np.min(v))) for g, v in ratios_by_set(scored).items()}
 
 
 def objective(rows: list[dict], c: Candidate) -> float:
     """Mean over sets of the mean ratio, minus each set's mean shortfall under 0.80."""
-    groups = defaultdict(list)
-    for o in score(rows, settings_rule(c)):
-        if not o["group"].endswith("/rings"):
-            groups[o["group"]].append(o["ratio"])
+    groups = ratios_by_set(score(rows, settings_rule(c)))
     return float(np.mean([np.mean(v) - np.mean(np.maximum(0.8 - np.array(v), 0))
                           for v in groups.values()]))
 

@@ -190,30 +190,62 @@ class Intensity:
         return abs(other.mean - self.mean) / max(self.std, floor, 1e-6)
 
 
+@dataclass(frozen=True)
+class Signals:
+    """What the stop rules read on a new slice: numbers only, so that a recorded run can be
+    replayed under other thresholds (benchmarks/tune_propagation.py).
+
+    drift: how far the mean intensity inside the mask moved from the start slice's, in the start
+    object's standard deviations (None: not measured).
+    """
+
+    area: int
+    prev_area: int
+    score: float
+    stability: float
+    overlap: float
+    drift: float | None = None
+
+    @classmethod
+    def of(cls, new: SliceMask, prev: SliceMask, reference: Intensity | None = None,
+           image: np.ndarray | None = None) -> Signals:
+        """The signals of `new` after `prev`; the drift only with a `reference` and an image."""
+        drift = None
+        now = Intensity.of(image, new.mask) if reference is not None else None
+        if now is not None:
+            floor = 0.02 * float(np.ptp(np.asarray(image, np.float64)))
+            drift = reference.shift(now, floor)
+        return cls(int(new.mask.sum()), int(prev.mask.sum()), new.score, new.stability,
+                   dice(new.mask, prev.mask), drift)
+
+
+def decide(sig: Signals, start_area: int, s: PropagationSettings) -> str:
+    """Why the object is taken to have ended, from a slice's signals ("" when it goes on)."""
+    area, prev_area = sig.area, sig.prev_area
+    if area < max(1.0, s.min_area * start_area):
+        return f"object ended (mask vanished: {area} px)"
+    if sig.score < s.min_score:
+        return f"object ended (score {sig.score:.2f} < {s.min_score:.2f})"
+    if sig.stability < s.min_stability:
+        return (f"object ended (unsure mask: stability {sig.stability:.2f} < "
+                f"{s.min_stability:.2f})")
+    limit = s.small_overlap if prev_area < s.small_area else s.min_overlap
+    if sig.overlap < limit:
+        return f"object ended (overlap with previous slice {sig.overlap:.2f} < {limit:.2f})"
+    if area > s.max_growth * max(prev_area, 1):
+        return f"stopped: mask grew {area / max(prev_area, 1):.1f}x (leak into a neighbour?)"
+    if s.max_shift is not None and sig.drift is not None and sig.drift > s.max_shift:
+        return (f"object ended (intensity moved {sig.drift:.1f} standard deviations from the "
+                f"start slice's)")
+    return ""
+
+
 def stop_reason(new: SliceMask, prev: SliceMask, start_area: int, s: PropagationSettings,
                 reference: Intensity | None = None, image: np.ndarray | None = None) -> str:
     """Why the object is taken to have ended on this slice ("" when it goes on)."""
-    area, prev_area = int(new.mask.sum()), int(prev.mask.sum())
-    if area < max(1.0, s.min_area * start_area):
-        return f"object ended (mask vanished: {area} px)"
-    if new.score < s.min_score:
-        return f"object ended (score {new.score:.2f} < {s.min_score:.2f})"
-    if new.stability < s.min_stability:
-        return (f"object ended (unsure mask: stability {new.stability:.2f} < "
-                f"{s.min_stability:.2f})")
-    overlap = dice(new.mask, prev.mask)
-    limit = s.small_overlap if prev_area < s.small_area else s.min_overlap
-    if overlap < limit:
-        return f"object ended (overlap with previous slice {overlap:.2f} < {limit:.2f})"
-    if area > s.max_growth * max(prev_area, 1):
-        return f"stopped: mask grew {area / max(prev_area, 1):.1f}x (leak into a neighbour?)"
-    if s.max_shift is not None and reference is not None:
-        now = Intensity.of(image, new.mask)
-        floor = 0.02 * float(np.ptp(np.asarray(image, np.float64))) if image is not None else 0.0
-        if now is not None and reference.shift(now, floor) > s.max_shift:
-            return (f"object ended (intensity moved {reference.shift(now, floor):.1f} standard "
-                    f"deviations from the start slice's)")
-    return ""
+    if s.max_shift is None:
+        reference = None  # no intensity rule: nothing to measure
+    return decide(Signals.of(new, prev, reference, image), start_area, s)
 
 
 def propagate(
