@@ -110,12 +110,18 @@ def middle_slice(truth: np.ndarray) -> int:
     return int(zs[np.argmin(np.abs(zs - (zs.min() + zs.max()) / 2))])
 
 
+def bound_masks(predictor, t: Target):
+    """(z, mask) of a ground-truth box (+5 px) on every slice of the object: the bound's slices."""
+    for z in np.nonzero(t.truth.any(axis=(1, 2)))[0]:
+        t.embed(int(z))
+        yield int(z), predictor.predict(box=bbox(t.truth[z], 5)).masks[0]
+
+
 def upper_bound(predictor, t: Target) -> float:
     """3D Dice of a ground-truth box (+5 px) on every slice of the object."""
     pred = np.zeros_like(t.truth)
-    for z in np.nonzero(t.truth.any(axis=(1, 2)))[0]:
-        t.embed(int(z))
-        pred[z] = predictor.predict(box=bbox(t.truth[z], 5)).masks[0]
+    for z, mask in bound_masks(predictor, t):
+        pred[z] = mask
     return dice(pred, t.truth)
 
 

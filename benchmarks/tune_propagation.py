@@ -81,9 +81,7 @@ def trace(predictor, t: bench.Target, settings: PropagationSettings) -> dict:
     """One object: the bound's and the start slice's overlaps, then both directions' slices."""
     zs = np.nonzero(t.truth.any(axis=(1, 2)))[0]
     bound_inter = bound_pred = 0
-    for z in zs:
-        t.embed(int(z))
-        mask = predictor.predict(box=bbox(t.truth[z], 5)).masks[0]
+    for z, mask in bench.bound_masks(predictor, t):
         bound_inter += int((mask & t.truth[z]).sum())
         bound_pred += int(mask.sum())
     z0 = bench.middle_slice(t.truth)
