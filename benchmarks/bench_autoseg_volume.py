@@ -41,12 +41,16 @@ def main() -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--kinds", default="patch,shape")
+    p.add_argument("--tasks", default=",".join(TASKS), help="e.g. abdomen-mri")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "autoseg_volume.json"))
     args = p.parse_args()
     predictor = build_predictor(RuntimeSpec(profile="accurate"),
                                 EmbeddingCache(memory_bytes=1 << 30, disk_dir=args.cache_dir))
-    results = {}
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}  # other heads' entries stay
     for task, datasets in TASKS.items():
+        if task not in args.tasks.split(","):
+            continue
         found = stacks(args.data, datasets)
         for kind in args.kinds.split(","):
             name = f"{task}-{kind}"
@@ -68,7 +72,7 @@ def main() -> int:
             entry["volumes"] = len(found)
             results[name] = entry
             print(name, json.dumps(entry), flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    out.write_text(json.dumps(results, indent=1))
     return 0
 
 

@@ -47,8 +47,11 @@ TASKS = {  # head name -> (datasets, structure values, names, training images, v
     "ph2": (["ph2"], [1], ["lesion"], 130, 15),
     "cardiac-mri": (["acdc", "mscmr"], [1, 2, 3], ["RV", "myocardium", "LV"], 400, 10),
     "abdomen-mri": (["chaos_t2"], [1, 2, 3, 4], ["liver", "right kidney", "left kidney",
-                                                 "spleen"], 250, 2),
+                                                 "spleen"], 300, 2),
 }
+# (map steps, decoder steps) of the heads trained longer than the echo heads' short recipe
+LONG = (600, 1500)
+STEPS = {"cardiac-mri-patch": LONG, "abdomen-mri-patch": LONG, "abdomen-mri-shape": LONG}
 MODALITY = {"camus": "echocardiography", "ph2": "dermoscopy", "cardiac-mri": "cardiac MRI",
             "abdomen-mri": "abdominal MRI"}
 KINDS = ("patch", "shape")
@@ -79,6 +82,14 @@ def dev_report(predictor, head, dev_examples) -> dict:
         head.mode[n] for n in head.names)
     return {"dice": dice, "chosen": chosen, "images": len(dev_examples),
             "seconds_per_image": round((time.perf_counter() - t0) / len(dev_examples), 3)}
+
+
+def recipe(job: str, kind: str, args) -> HeadTrainConfig:
+    """The training settings of `job`: its STEPS entry (else the defaults), CLI flags first."""
+    steps = STEPS.get(job, (HeadTrainConfig.map_steps, HeadTrainConfig.decoder_steps))
+    return HeadTrainConfig(kind=kind, threads=args.threads,
+                           map_steps=args.map_steps or steps[0],
+                           decoder_steps=args.decoder_steps or steps[1])
 
 
 def box_prompt_dice(predictor, dev_examples, values, names) -> dict:
@@ -141,6 +152,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "autoseg.json"))
     ap.add_argument("--table", action="store_true", help="print the markdown tables and stop")
+    ap.add_argument("--images", type=int, default=None,
+                    help="training images per head (default: each task's shipped number)")
+    ap.add_argument("--map-steps", type=int, default=None,
+                    help="head-map steps (default: the head's recipe, STEPS)")
+    ap.add_argument("--decoder-steps", type=int, default=None,
+                    help="steps through the decoder (default: the head's recipe, STEPS)")
+    ap.add_argument("--heads-dir", default=None,
+                    help="write the heads here instead of into the package's shipped heads")
     args = ap.parse_args()
     if args.table:
         print(markdown_tables(json.loads(Path(args.out).read_text())))
@@ -162,17 +181,19 @@ def main() -> int:
             save_results(out_path, f"{dataset}-box-prompt", results[f"{dataset}-box-prompt"])
         for job in jobs:
             kind = job.rsplit("-", 1)[1]
-            sizes = CURVE if args.curve else (n_ship,)
+            sizes = CURVE if args.curve else (args.images or n_ship,)
             for n in sizes:
                 key = f"{job}@{n}" if args.curve else job
-                out = None if args.curve else shipped_heads_dir() / job
+                heads_dir = Path(args.heads_dir) if args.heads_dir else shipped_heads_dir()
+                out = None if args.curve else heads_dir / job
                 print(f"== {key}: training on {n} images", flush=True)
                 head, meta = fit_head(predictor, train_pairs, values, names,
-                                      HeadTrainConfig(kind=kind, threads=args.threads),
+                                      recipe(job, kind, args),
                                       out=out, dataset=dataset, max_images=n, val=val_pairs,
                                       progress=lambda m: print("  ", m, flush=True))
                 report = dev_report(predictor, head, dev)
-                results[key] = {"kind": kind, "dataset": dataset, "training_images": n,
+                results[key] = {"kind": kind, "dataset": dataset,
+                                "training_images": meta["training_images"],
                                 "training_seconds": meta["training_seconds"],
                                 "training_cpu_seconds": meta["training_cpu_seconds"],
                                 "parameters": count_parameters(head.module),
