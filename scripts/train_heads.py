@@ -9,6 +9,8 @@ head is chosen on held-out patients of the training folder; Dice is then reporte
 patients of ../shared/data next to LiteMedSAM's box-prompt Dice on the ground-truth box. Results
 go to benchmarks/results/autoseg.json (and into each shipped head's metadata.json as "dev").
 Embeddings come from the disk cache given with --cache-dir (computed once when missing).
+After a shipped head changes, `python scripts/export_onnx.py` records its head.onnx in the ONNX
+manifest (tests/test_shipped_onnx.py checks it).
 """
 
 from __future__ import annotations
