@@ -463,3 +463,26 @@ def test_fp16_encoder_only_for_large_encoders_on_a_gpu(base_model):
     assert default_half(SimpleNamespace(device=cuda, image_size=1024))
     forced = TorchBackend(base_model, half=True)
     assert forced.encoder_variant == "fp16" and forced.cache_id.endswith("+fp16")
+
+
+def test_runtime_warms_a_backend_before_its_first_image(data_dir, manifest):
+    """`Runtime.warm` (the napari dock runs it in a thread when it opens) opens the encoder and
+    the decoders ahead, once; the first image then gets the mask a backend built on demand
+    gives, and a backend already handed out is not touched again."""
+    from napari_medsam.core.runtime import Runtime
+
+    spec = RuntimeSpec(profile="balanced", device="cpu", threads=2)
+    runtime = Runtime()
+    assert runtime.warm(spec)
+    backend = runtime.backend(spec)
+    assert {"encoder", *backend.decoders} <= set(backend._sessions)
+    assert not runtime.warm(spec) and runtime.backend(spec) is backend
+    pair = next(p for p in manifest if p["dataset"] == "camus")
+    image, labels = load_pair(data_dir, pair)
+    box = bbox(labels == 1, 5)
+    masks = []
+    for made in (backend, build_backend(spec)):
+        predictor = Predictor(backend=made, cache=EmbeddingCache(memory_bytes=1 << 26))
+        predictor.set_image(image)
+        masks.append(predictor.predict(box=box).masks[0])
+    assert np.array_equal(masks[0], masks[1]) and dice(masks[0], labels == 1) > 0.85

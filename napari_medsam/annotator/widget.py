@@ -55,6 +55,7 @@ class MedSAMWidget(QWidget):
         super().__init__()
         avoid_llvm_clash()  # the canvas may have loaded LLVM since import: see llvm_guard
         self.viewer = napari_viewer
+        own_engine = engine is None
         self.engine = engine if engine is not None else Engine()
         self._annotations: dict[int, Annotation] = {}
         self._failed = False
@@ -69,6 +70,8 @@ class MedSAMWidget(QWidget):
                 if key != "C":  # C is auto-contrast on image layers: bound on prompt layers only
                     self.viewer.bind_key(key, self._key(name), overwrite=True)
         self._refresh_images()
+        if own_engine:  # napari opened the dock: have the model ready before the first image
+            self.engine.warm_in_background(self.spec())
 
     def _build(self) -> None:
         outer = QVBoxLayout(self)  # a scroll area: no control is squeezed on a small screen

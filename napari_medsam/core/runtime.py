@@ -13,6 +13,7 @@ a missing ONNX file.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -233,6 +234,8 @@ class Runtime:
     def __init__(self) -> None:
         self._models: dict[tuple, object] = {}
         self._backends: dict[RuntimeSpec, object] = {}
+        # a warm-up thread and a job may ask for the same spec at once: one builds, one waits
+        self._lock = threading.RLock()
 
     def adopt(self, model, spec: RuntimeSpec) -> None:
         """Use an already loaded model for `spec`'s model setting (tests, the launcher)."""
@@ -245,14 +248,15 @@ class Runtime:
     def model(self, spec: RuntimeSpec):
         """The torch model of `spec` (loaded once per model setting), its adapter active."""
         key = spec.model_key
-        if key not in self._models:
-            if len(self._models) >= 1:  # one model in memory at a time: they are large
-                self._models.clear()
-                self._backends.clear()
-            self._models[key] = load_torch(replace(spec, adapter=None))
-        model = self._models[key]
-        apply_adapter(model, spec)
-        return model
+        with self._lock:
+            if key not in self._models:
+                if len(self._models) >= 1:  # one model in memory at a time: they are large
+                    self._models.clear()
+                    self._backends.clear()
+                self._models[key] = load_torch(replace(spec, adapter=None))
+            model = self._models[key]
+            apply_adapter(model, spec)
+            return model
 
     def backend(self, spec: RuntimeSpec):
         """The backend of `spec` (made once per spec; torch backends share the model)."""
@@ -260,12 +264,34 @@ class Runtime:
             from .backends.torch_backend import TorchBackend
 
             return TorchBackend(self.model(spec))
-        if spec not in self._backends:
-            model = self.loaded(spec)
-            if model is not None:  # export from the model at hand (its adapters are loaded)
-                apply_adapter(model, spec)
-            self._backends[spec] = build_backend(spec, model=model)
-        return self._backends[spec]
+        with self._lock:
+            if spec not in self._backends:
+                self._backends[spec] = self._build(spec)
+            return self._backends[spec]
+
+    def _build(self, spec: RuntimeSpec):
+        model = self.loaded(spec)
+        if model is not None:  # export from the model at hand (its adapters are loaded)
+            apply_adapter(model, spec)
+        return build_backend(spec, model=model)
+
+    def warm(self, spec: RuntimeSpec) -> bool:
+        """Make `spec`'s backend and open its sessions before the first image needs them (a
+        front end runs this in a thread when it opens), so the first click does not wait for
+        the model to load or compile. A backend already handed out is left alone (its sessions
+        may be in use). Returns whether anything was prepared."""
+        with self._lock:
+            if spec.resolved_profile() == "torch":
+                if self.loaded(spec) is not None:
+                    return False
+                self.model(spec)
+                return True
+            if spec in self._backends:
+                return False
+            backend = self._build(spec)
+            backend.warm()
+            self._backends[spec] = backend
+            return True
 
     def predictor(self, spec: RuntimeSpec, cache: EmbeddingCache):
         from .predictor import Predictor

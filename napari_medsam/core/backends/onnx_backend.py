@@ -220,19 +220,30 @@ class OnnxBackend(Backend):
             self._sessions[key] = open_session(path, self.threads, lean)
         return self._sessions[key]
 
+    def _encoder(self):
+        if self.encoder_engine != "openvino":
+            return self._session("encoder", self.encoder_path, lean=True)
+        if "encoder" not in self._sessions:
+            from .encoder_openvino import OpenVinoEncoder
+
+            self._sessions["encoder"] = OpenVinoEncoder(
+                self.encoder_path, "bf16" if self.encoder_variant == "bf16" else "fp32",
+                self.threads or default_threads())
+        return self._sessions["encoder"]
+
+    def warm(self) -> None:
+        """Open the encoder (OpenVINO compiles it here) and the decoders now rather than on the
+        first image: a front end calls it before anyone uses this backend, off the UI thread."""
+        self._encoder()
+        for choice, path in self.decoders.items():
+            self._session(choice, path)
+
     def encode(self, image01: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         x, resized = prepare_input(image01, self.image_size, self._info.normalization)
         if self.encoder_engine == "openvino":
-            if "encoder" not in self._sessions:
-                from .encoder_openvino import OpenVinoEncoder
-
-                self._sessions["encoder"] = OpenVinoEncoder(
-                    self.encoder_path, "bf16" if self.encoder_variant == "bf16" else "fp32",
-                    self.threads or default_threads())
-            features = self._sessions["encoder"].run(x)
+            features = self._encoder().run(x)
         else:
-            encoder = self._session("encoder", self.encoder_path, lean=True)
-            (features,) = encoder.run(None, {"image": x})
+            (features,) = self._encoder().run(None, {"image": x})
         return np.asarray(features[0], dtype=np.float32), resized
 
     def decode(self, features, coords, labels, boxes, mask_input, multimask=False):
