@@ -9,6 +9,7 @@ original image grid. Only label maps (uint8) stay in memory; embeddings are read
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -151,7 +152,6 @@ def from_manifest(
     """
     from .zoom_crops import crop_windows
 
-    rng = np.random.default_rng(seed)
     data_dir = Path(data_dir)
     pairs = [p for p in select_pairs(data_dir, datasets) if not cases or p["case"] in cases]
     side = int(predictor.model.prompt_encoder.mask_input_size[0])  # low-res logits grid
@@ -180,6 +180,9 @@ def from_manifest(
             if zoom is None:
                 continue
             whole = bounds if bounds is not None else preset.bounds(image)  # as the predictor
+            # each image its own draws: its windows (and their cached embeddings) stay the
+            # same whichever other images a run includes or finds in the cache
+            rng = np.random.default_rng([seed, zlib.crc32(source.encode())])
             for crop, crop_labels, window in crop_windows(image, labels, zoom, rng,
                                                           zoom_per_image):
                 key = ensure_embedding(predictor, crop, preset, whole, encode_missing)
