@@ -232,11 +232,17 @@ class OnnxBackend(Backend):
         return self._sessions["encoder"]
 
     def warm(self) -> None:
-        """Open the encoder (OpenVINO compiles it here) and the decoders now rather than on the
+        """Open the encoder (OpenVINO compiles it here) and the decoders, and run each once on a
+        blank image (the first run of a session allocates its buffers), now rather than on the
         first image: a front end calls it before anyone uses this backend, off the UI thread."""
-        self._encoder()
+        features, _ = self.encode(np.zeros((64, 64, 3), np.float32))
+        features = self.load_features(features)
         for choice, path in self.decoders.items():
             self._session(choice, path)
+        box = np.array([[8.0, 8.0, 40.0, 40.0]])
+        self.decode(features, None, None, box, None)  # the box decoder
+        self.decode(features, np.array([[[24.0, 24.0]]]), np.array([[1]]), None, None)  # clicks
+        self.last_gate = None
 
     def encode(self, image01: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         x, resized = prepare_input(image01, self.image_size, self._info.normalization)
