@@ -471,7 +471,7 @@ def test_runtime_warms_a_backend_before_its_first_image(data_dir, manifest):
     gives, and a backend already handed out is not touched again."""
     from napari_medsam.core.runtime import Runtime
 
-    spec = RuntimeSpec(profile="balanced", device="cpu", threads=2)
+    spec = RuntimeSpec(profile="accurate", device="cpu", threads=2)
     runtime = Runtime()
     assert runtime.warm(spec)
     backend = runtime.backend(spec)

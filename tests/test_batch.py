@@ -206,7 +206,10 @@ def test_ctrl_c_cancels_pending_items(cluster, inputs, tmp_path):
     items = [Item(str(p), f"{i}-{p.name}") for i, p in enumerate(good(inputs) * 4)]
     options = TaskOptions("embed", str(tmp_path / "out"), RuntimeSpec(profile="torch"),
                           cache_dir=str(tmp_path / "cache"), threads=1)
-    timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGINT))
+    # the signal goes to the main thread, where Python handles it: sent to the process, the
+    # kernel may hand it to a native library's thread (OpenVINO, torch, dask) mid-call
+    timer = threading.Timer(6.0, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGINT))
     # Ctrl-C as a terminal gives it: Python's own SIGINT handler, whatever a library set before
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with distributed.Client(cluster) as client:
