@@ -118,6 +118,16 @@ class MedSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.finetune = FinetuneSection(self)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneClose)
         self.updateStatus()
+        if dependencies.installed("napari_medsam"):  # never asks to install from here
+            qt.QTimer.singleShot(300, self.warmUp)
+
+    def warmUp(self):
+        """Prepare the model of the chosen profile in a thread once the panel is shown, so the
+        first embedding does not wait for it to load or compile (napari's dock does the same)."""
+        try:
+            self.getLogic().warmInBackground()
+        except Exception as exc:  # the first real action reports it in plain words
+            logging.info("MedSAM: could not prepare the model ahead: %s", exc)
 
     def enter(self):
         if self.finetune is not None:

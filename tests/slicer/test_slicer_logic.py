@@ -224,3 +224,27 @@ def test_fresh_adapter_changes_nothing_and_switches_back(logic, lesion, tmp_path
         adapters.remove("fresh")
         logic.adapterPath = None
         logic.setZoom(True)
+
+
+def test_warm_up_prepares_the_profile_before_the_first_embedding(logic, lesion):
+    """The module panel warms its Logic when it opens (`warmInBackground`): the profile's
+    sessions are open before the first box, which then runs on that same backend (no second
+    copy) and gives the mask of the torch Logic."""
+    from MedSAMLib.logic import MedSAMLogic
+
+    if "accurate" not in features.profile_names():
+        pytest.skip("this napari-medsam has no ONNX profiles")
+    warm = MedSAMLogic(profile="accurate")
+    thread = warm.warmInBackground()
+    assert thread is not None
+    thread.join(300)
+    backend = warm._runtime.backend(warm._spec())
+    assert {"encoder", *backend.decoders} <= set(backend._sessions)
+    volume, truth, _ = lesion(2)
+    z = best_slice(truth)
+    box = bbox(truth[z], MARGIN)
+    mask = warm.setBox(volume, box, z)
+    assert warm.getPredictor().backend is backend
+    assert warm.warmInBackground() is None  # built: nothing left to prepare
+    assert dice(mask, logic.setBox(volume, box, z)) > 0.95
+    assert dice(mask, truth[z]) > 0.65

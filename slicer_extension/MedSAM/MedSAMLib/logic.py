@@ -10,6 +10,8 @@ objects are saved as corrections and adapters fine-tuned on them (logic_correcti
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -63,13 +65,42 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
         """The predictor, built on first use (loading the model takes a few seconds) through the
         core's runtime builder, over the per-user disk cache of embeddings."""
         if self._predictor is None:
-            runtime = features.runtime()
-            if self._runtime is None:
-                self._runtime, self._cache = runtime.Runtime(), runtime.default_cache()
-            spec = runtime.RuntimeSpec(profile=self.profile or "torch", device=self.device,
-                                       adapter=self.adapterPath, zoom=self.zoom)
-            self._predictor = self._runtime.predictor(spec, self._cache)
+            self._predictor = self._runtime_now().predictor(self._spec(), self._cache)
         return self._predictor
+
+    def _runtime_now(self):
+        """The core's Runtime (made once, with the per-user disk cache of embeddings)."""
+        if self._runtime is None:
+            runtime = features.runtime()
+            self._runtime, self._cache = runtime.Runtime(), runtime.default_cache()
+        return self._runtime
+
+    def _spec(self):
+        """The runtime spec of the current profile, device, adapter and zoom setting."""
+        return features.runtime().RuntimeSpec(profile=self.profile or "torch", device=self.device,
+                                              adapter=self.adapterPath, zoom=self.zoom)
+
+    def warmInBackground(self) -> threading.Thread | None:
+        """Load (ONNX profiles: open and run once) the model of the current settings in a
+        thread, so the first embedding does not wait for it; the module panel starts it when it
+        opens. None when the predictor is already built or the core cannot warm up."""
+        if self._predictor is not None:
+            return None
+        runtime = self._runtime_now()
+        if not hasattr(runtime, "warm"):  # an older napari-medsam
+            return None
+        spec = self._spec()
+
+        def run() -> None:
+            try:
+                runtime.warm(spec)
+            except Exception as exc:  # the first embedding meets it again, in plain words
+                logging.info("MedSAM: preparing the model ahead failed (%s: %s).",
+                             type(exc).__name__, exc)
+
+        thread = threading.Thread(target=run, name="medsam-warm", daemon=True)
+        thread.start()
+        return thread
 
     def setZoom(self, on: bool) -> None:
         """Decode small objects on a zoomed, re-encoded window (default) or on the whole slice;
