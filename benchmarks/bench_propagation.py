@@ -159,6 +159,11 @@ def variants(which: str) -> dict:
     out = {"shipped": (base, None)}
     if which == "rules":
         return out
+    if which == "prompts":  # the click adapter's prompts: box + deepest-point click (+ mask)
+        out["shipped + click"] = (replace(base, use_point=True), None)
+        out["shipped + click + previous mask"] = (replace(base, use_point=True, use_mask=True),
+                                                  None)
+        return out
     out["previous (overlap 0.6, score 0.5, growth 2)"] = (replace(
         base, min_score=0.5, min_stability=0.0, min_overlap=0.6, max_growth=2.0,
         max_shift=None), None)
@@ -175,7 +180,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--split", default="train", choices=["train", "dev"])
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--variants", default="grid", choices=["grid", "rules"])
+    p.add_argument("--variants", default="grid", choices=["grid", "rules", "prompts"])
     p.add_argument("--max-per-dataset", type=int, default=None, help="volumes per stack set")
     p.add_argument("--datasets", nargs="*", default=None, help="only these sets (default: all)")
     p.add_argument("--profile", default="accurate")
