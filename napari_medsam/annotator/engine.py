@@ -41,20 +41,9 @@ class Engine:
         return self.runtime.predictor(spec, self.cache)
 
     def warm_in_background(self, spec: RuntimeSpec) -> threading.Thread:
-        """Load or compile `spec`'s model in a thread (`Runtime.warm`), so that the first
-        image's embedding does not wait for it; a failure is only logged: the first embedding
-        meets it again and says it in plain words."""
-
-        def run() -> None:
-            try:
-                self.runtime.warm(spec)
-            except Exception as exc:
-                log.info("Preparing the model ahead failed (%s: %s); it is tried again on the "
-                         "first image.", type(exc).__name__, exc)
-
-        thread = threading.Thread(target=run, name="napari-medsam-warm", daemon=True)
-        thread.start()
-        return thread
+        """Load or compile `spec`'s model in a thread (`Runtime.warm_in_background`), so that
+        the first image's embedding does not wait for it."""
+        return self.runtime.warm_in_background(spec)
 
     @property
     def model(self):

@@ -293,6 +293,21 @@ class Runtime:
             self._backends[spec] = backend
             return True
 
+    def warm_in_background(self, spec: RuntimeSpec) -> threading.Thread:
+        """`warm` in a daemon thread (napari's dock and Slicer's panel start it when they open);
+        a failure is only logged: the first embedding meets it again and says it in plain words."""
+
+        def run() -> None:
+            try:
+                self.warm(spec)
+            except Exception as exc:
+                log.info("Preparing the model ahead failed (%s: %s); it is tried again on the "
+                         "first image.", type(exc).__name__, exc)
+
+        thread = threading.Thread(target=run, name="napari-medsam-warm", daemon=True)
+        thread.start()
+        return thread
+
     def predictor(self, spec: RuntimeSpec, cache: EmbeddingCache):
         from .predictor import Predictor
 

@@ -10,7 +10,6 @@ objects are saved as corrections and adapters fine-tuned on them (logic_correcti
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 
@@ -87,20 +86,9 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
         if self._predictor is not None:
             return None
         runtime = self._runtime_now()
-        if not hasattr(runtime, "warm"):  # an older napari-medsam
+        if not hasattr(runtime, "warm_in_background"):  # an older napari-medsam
             return None
-        spec = self._spec()
-
-        def run() -> None:
-            try:
-                runtime.warm(spec)
-            except Exception as exc:  # the first embedding meets it again, in plain words
-                logging.info("MedSAM: preparing the model ahead failed (%s: %s).",
-                             type(exc).__name__, exc)
-
-        thread = threading.Thread(target=run, name="medsam-warm", daemon=True)
-        thread.start()
-        return thread
+        return runtime.warm_in_background(self._spec())
 
     def setZoom(self, on: bool) -> None:
         """Decode small objects on a zoomed, re-encoded window (default) or on the whole slice;
