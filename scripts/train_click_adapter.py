@@ -85,8 +85,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--max-clicks", type=int, default=5)
+    p.add_argument("--box-keep", type=float, default=1.0,
+                   help="weight of the box-only pass through the adapter's own weights, "
+                        "trained to the ground truth (a user's fine-tune starts from them); "
+                        "0: off")
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--keep", default="best", choices=["best", "last"],
+                   help="weights to save: the best-validated or the end of the schedule")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -158,7 +164,8 @@ def main(argv=None) -> int:
     config = TrainConfig(steps=args.steps, minutes=args.minutes, batch_size=args.batch,
                          lr=args.lr, mix=(0.0, 0.7, 0.3), max_clicks=args.max_clicks,
                          balance=args.balance, val_every=args.val_every,
-                         patience=args.patience, box_prompts="base", bf16=not args.fp32,
+                         patience=args.patience, box_prompts="base", box_keep=args.box_keep,
+                         bf16=not args.fp32, keep=args.keep,
                          seed=args.seed, device=args.device)
 
     def progress(p):

@@ -32,6 +32,8 @@ from napari_medsam.core.training import (
     to_model_frame,
     train,
 )
+from napari_medsam.core.training.rollout import seg_loss, whole_image_objects
+from napari_medsam.core.zoom import ZoomPolicy
 
 TINY = dict(batch_size=2, max_clicks=2, val_clicks=2, val_every=1, lr=5e-3)
 
@@ -236,6 +238,44 @@ def test_finetune_saves_validated_adapter_and_resumes(base, tiny_sets, shared_ca
     assert ad.active == "echo" and not resume_dir(out).exists()
     assert meta["domain_gate"]["images"] == 2 and (out / GATE_FILE).is_file()
     ad.remove("echo")
+
+
+def test_own_box_loss_leaves_out_objects_the_app_zooms_on():
+    """The click adapter's own box answer is trained on objects decoded on the whole image;
+    small ones (boxed on a zoomed window in the app) weigh nothing in that loss."""
+    yy, xx = np.mgrid[:256, :256]
+    valid = np.zeros((2, 256, 256), bool)
+    valid[:, :200] = True  # a 200 x 256 image padded to the model's square
+    truth = np.stack([(yy - 100) ** 2 + (xx - 120) ** 2 <= 30**2,   # 61 px: the whole image
+                      (yy - 100) ** 2 + (xx - 120) ** 2 <= 5**2])   # 11 px < 0.15 * 256: zoom
+    weight = whole_image_objects(truth, valid, ZoomPolicy.max_extent)
+    assert weight.tolist() == [1.0, 0.0]
+    t = torch.from_numpy(truth[:, None].astype(np.float32))
+    v = torch.from_numpy(valid[:, None].astype(np.float32))
+    logits = torch.randn(2, 1, 256, 256)
+    assert seg_loss(logits, t, v, torch.from_numpy(weight)) == pytest.approx(
+        float(seg_loss(logits[:1], t[:1], v[:1])), rel=1e-5)
+
+
+def test_click_recipe_measures_its_own_box_answer_and_keeps_the_last_step(
+        base, tiny_sets, shared_cache):
+    """The click adapter's recipe: box-only prompts go to the base model, the adapter's own
+    box answer is trained too (box_keep) and measured (box_own); keep="last" runs the whole
+    schedule and keeps its end, whatever the validation score does."""
+    train_set, val_set = tiny_sets
+    ad = adapters_of(base)
+    params = ad.create("clicky", rank=2)
+    config = TrainConfig(steps=3, box_prompts="base", box_keep=1.0, keep="last", patience=1,
+                         **TINY)
+    result = train(base, params, train_set, val_set, shared_cache, config,
+                   base_context=ad.disabled)
+    assert result.steps == 3 and result.best_step == 3 and result.stopped == "steps"
+    assert [h["step"] for h in result.history] == [0, 1, 2, 3]
+    assert result.val_before["box_own"] == pytest.approx(result.val_before["box"])  # fresh LoRA
+    assert result.val_after == {k: v for k, v in result.history[-1].items()
+                                if k not in ("step", "loss")}
+    assert result.val_after["box"] == result.val_before["box"]  # the base model's boxes
+    ad.remove("clicky")
 
 
 def test_domain_gate_fit_and_files(tmp_path, caplog):

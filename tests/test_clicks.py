@@ -74,10 +74,16 @@ def test_shipped_adapter_metadata():
     assert meta["box_prompts"] == "base" and meta["targets"] == "decoder"
     assert meta["recipe"]["loss"] == "Dice + BCE"
     before, after = meta["val_dice_before"], meta["val_dice_after"]
-    # its own validation (dev patients of every modality it was trained on): clicks gained, and
-    # the box figure is the base model's (box-only prompts never reach the adapter)
-    assert after["click1"] > before["click1"] + 0.1 and after["click5"] > before["click5"] + 0.1
-    assert after["box"] == before["box"]
+    # its own validation (dev patients of every modality it was trained on; "before" is the
+    # adapter it continued from): clicks work (measured 0.748 / 0.824 after 1 / 5 clicks; the
+    # base model's clicks give under 0.1) and lost at most half a point against its start; the
+    # box figure is the base model's (box-only prompts never reach the adapter); its own box
+    # answer (what a fine-tune starting from it answers boxes with) beats the base model's
+    # (0.795 vs 0.716)
+    assert after["click1"] > 0.72 and after["click5"] > 0.80
+    assert all(after[k] >= before[k] - 0.005 for k in ("click1", "click5"))
+    assert after["box"] == before["box"] and after["box_own"] >= after["box"]
+    assert meta["recipe"]["box_keep"] > 0
     assert {"camus", "ph2", "acdc", "chaos_t2", "lidc"} <= set(meta["training_set"]["per_dataset"])
     size = (click_adapter_dir() / "adapter_model.safetensors").stat().st_size
     assert size < 2 * 1024 * 1024
@@ -102,14 +108,14 @@ def dev_targets(data_dir, dataset, cases, label):
 @pytest.mark.parametrize(
     ("dataset", "label", "cases", "min1", "min5", "gain"),
     # ~0.05 under the Dice measured on these exact images after 1 / 5 clicks with the shipped
-    # adapter (CAMUS LV 0.929 / 0.960, PH2 0.910 / 0.952, ACDC LV 0.974 / 0.978, LA 0.691 / 0.846,
-    # CHAOS liver 0.383 / 0.857 (two targets), COVID-19 CT infection 0.459 / 0.594, LIDC nodules
-    # 0.741 / 0.859; the base model gives 0.00-0.04 on each); gain: how far the first click
+    # adapter (CAMUS LV 0.941 / 0.959, PH2 0.904 / 0.954, ACDC LV 0.974 / 0.982, LA 0.710 / 0.860,
+    # CHAOS liver 0.459 / 0.875 (two targets), COVID-19 CT infection 0.441 / 0.613, LIDC nodules
+    # 0.633 / 0.879; the base model gives 0.00-0.04 on each); gain: how far the first click
     # beats the base model
-    [("camus", 1, 4, 0.88, 0.91, 0.3), ("ph2", 1, 4, 0.86, 0.90, 0.3),
-     ("acdc", 3, 4, 0.92, 0.93, 0.3), ("la_mri", 1, 4, 0.64, 0.80, 0.3),
-     ("chaos_t2", 1, 4, 0.33, 0.80, 0.3), ("covid_ct", 1, 4, 0.41, 0.54, 0.3),
-     ("lidc", 1, 4, 0.69, 0.80, 0.3)],
+    [("camus", 1, 4, 0.89, 0.91, 0.3), ("ph2", 1, 4, 0.85, 0.90, 0.3),
+     ("acdc", 3, 4, 0.92, 0.93, 0.3), ("la_mri", 1, 4, 0.66, 0.81, 0.3),
+     ("chaos_t2", 1, 4, 0.41, 0.82, 0.3), ("covid_ct", 1, 4, 0.39, 0.56, 0.3),
+     ("lidc", 1, 4, 0.58, 0.83, 0.3)],
 )
 def test_click_dice_vs_ground_truth(clicker, base_predictor, data_dir, dataset, label, cases,
                                     min1, min5, gain):
@@ -122,6 +128,26 @@ def test_click_dice_vs_ground_truth(clicker, base_predictor, data_dir, dataset, 
     ours, base = np.array(ours), np.array(base)
     assert ours[:, 0].mean() >= min1 and ours[:, 4].mean() >= min5
     assert ours[:, 0].mean() > base[:, 0].mean() + gain  # the base model cannot do clicks
+
+
+def test_click_adapter_own_box_answer_is_the_base_models(cache, base_predictor, data_dir):
+    """Box-only prompts go to the base model, but a user's fine-tune starts from the click
+    adapter's weights and then answers boxes with them: those weights must box as well as the
+    base model (a longer-trained adapter without this once dropped a CAMUS LA box to 0.26)."""
+    own = build_predictor(RuntimeSpec(), cache)
+    own.model.adapters.metadata["click"]["box_prompts"] = "adapter"  # boxes through its weights
+    assert own.model.adapters.route().box_base is False
+    ours, base = [], []
+    for dataset, label in (("camus", 1), ("camus", 3), ("acdc", 3), ("la_mri", 1),
+                           ("chaos_t2", 1), ("ph2", 1)):
+        for t in dev_targets(data_dir, dataset, 2, label):
+            box = bbox(t.truth, 5)
+            for pred, out in ((own, ours), (base_predictor, base)):
+                pred.set_image(t.image, t.preset)
+                out.append(dice(pred.predict(box=box).masks[0], t.truth))
+    ours, base = np.array(ours), np.array(base)
+    assert len(ours) >= 10
+    assert ours.mean() >= base.mean() - 0.02 and (ours >= base - 0.08).all(), (ours, base)
 
 
 def test_session_click_path_uses_adapter(data_dir, manifest, clicker):

@@ -16,8 +16,9 @@ import torch
 
 from ..embeddings import EmbeddingCache
 from ..errors import CancelledError, InputError
+from ..zoom import ZoomPolicy
 from .data import TrainSet, cached_features
-from .rollout import Batch, Rollout, seg_loss
+from .rollout import Batch, Rollout, seg_loss, whole_image_objects
 from .state import load_state, save_state
 
 
@@ -30,10 +31,17 @@ class TrainConfig:
     max_clicks: a click rollout has 1..max_clicks clicks, each pass a training signal.
     jitter: training clicks land among the pixels at least (1 - jitter) as deep as the deepest.
     balance: dataset sampling weight ~ (objects in the dataset) ** balance.
-    val_every / patience: validate every N steps; stop after `patience` checks without gain.
+    val_every / patience: validate every N steps; stop after `patience` checks without gain
+        (keep "best" only).
     box_prompts: "adapter" (boxes are trained too) or "base" (box-only prompts stay with the
         base model, as for the click adapter; the box of box + clicks comes from the base).
+    box_keep: with box_prompts "base", the weight of a box-only pass through the adapter's
+        own weights, trained to the ground truth each step: a user's fine-tune that starts from
+        the adapter answers boxes with those weights. 0: off (they drift untrained). Objects
+        small enough for a zoomed window are left out (the app boxes them on the window).
     bf16: bfloat16 autocast for the trained passes (faster; validation stays float32).
+    keep: "best" (the best-validated weights) or "last" (the end of the schedule; for a
+        recipe whose aims are not all in the validation score, e.g. `box_keep`).
     """
 
     steps: int = 400
@@ -50,7 +58,9 @@ class TrainConfig:
     patience: int = 4
     val_clicks: int = 5
     box_prompts: str = "adapter"
+    box_keep: float = 0.0
     bf16: bool = False
+    keep: str = "best"
     seed: int = 0
     device: str = "cpu"
 
@@ -95,8 +105,9 @@ def bf16_is_fast(device: str = "cpu") -> bool:
 
 
 def score(val: dict) -> float:
-    """One number to early-stop on: mean of the box and click Dice figures."""
-    return float(np.mean([v for k, v in val.items() if k == "box" or k.startswith("click")]))
+    """One number to early-stop on: mean of the box and click Dice figures (and of the
+    adapter's own box answer, where the box goes to the base model)."""
+    return float(np.mean([v for k, v in val.items() if k.startswith(("box", "click"))]))
 
 
 @torch.no_grad()
@@ -106,15 +117,20 @@ def validate(model, data: TrainSet, cache: EmbeddingCache, n_clicks: int = 5,
     if len(data) == 0:
         return {}
     roll = Rollout(model, box_context=box_context)
-    box, clicks = [], []
+    own = Rollout(model) if box_context is not None else None
+    box, box_own, clicks = [], [], []
     for start in range(0, len(data), batch_size):
         batch = make_batch(data, list(range(start, min(start + batch_size, len(data)))),
                            cache, device)
         box.append(roll.run(batch, "box", 0)[0])
+        if own is not None:
+            box_own.append(own.run(batch, "box", 0)[0])
         clicks.append(np.stack(roll.run(batch, "clicks", n_clicks), axis=1))
     per_click = np.concatenate(clicks).mean(axis=0)
     out = {"box": float(np.concatenate(box).mean())}
     out.update({f"click{k + 1}": float(v) for k, v in enumerate(per_click)})
+    if box_own:  # the adapter's own box answer (what a fine-tune starting from it starts with)
+        out["box_own"] = float(np.concatenate(box_own).mean())
     return out
 
 
@@ -187,6 +203,8 @@ def train(
         history.append({"step": 0, **val_before})
     weights = sampling_weights(train_set, config.balance)
     roll = Rollout(model, rng, config.jitter, config.box_margin, box_context, config.bf16)
+    own_box = (Rollout(model, rng, config.jitter, config.box_margin, None, config.bf16)
+               if config.box_keep > 0 and box_context is not None else None)
     start, bad, stopped, loss_avg = time.monotonic(), 0, "steps", 0.0
     while step < config.steps:
         if cancel is not None and cancel():
@@ -210,6 +228,12 @@ def train(
             losses.append(float(loss.detach()) * n_pass)
 
         roll.run(batch, mode, n_clicks, on_pass=backward)
+        if own_box is not None:  # small objects are boxed on a zoomed window, not here
+            weight = torch.from_numpy(whole_image_objects(
+                batch.truth_np, batch.valid_np, ZoomPolicy.max_extent)).to(dev)
+            if weight.sum() > 0:
+                own_box.run(batch, "box", 0, on_pass=lambda logits, batch=batch, w=weight: (
+                    config.box_keep * seg_loss(logits, batch.truth, batch.valid, w)).backward())
         optimizer.step()
         sched.step()
         optimizer.zero_grad(set_to_none=True)
@@ -233,13 +257,13 @@ def train(
                            rng_seed=int(rng.integers(2**31)), best_params=best_params)
         if progress is not None:
             progress(Progress(step, config.steps, float(loss_avg), elapsed, val, best))
-        if val is not None and bad >= config.patience:
+        if val is not None and bad >= config.patience and config.keep == "best":
             stopped = "early"
             break
         if out_of_time:
             stopped = "time"
             break
-    if not val_set:
+    if not val_set or config.keep == "last":
         best_params = {k: p.detach().clone() for k, p in params.items()}
         best_step = step
     with torch.no_grad():

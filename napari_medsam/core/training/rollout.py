@@ -40,15 +40,19 @@ def decode_batch(model, features, coords=None, labels=None, boxes=None, mask_inp
     return (hyper[:, None] @ upscaled.reshape(b, c, h * w)).reshape(b, 1, h, w)
 
 
-def seg_loss(logits: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Dice + BCE over the image area (padding excluded), averaged over the batch."""
+def seg_loss(logits: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Dice + BCE over the image area (padding excluded), averaged over the batch (weighted
+    per image by `weight` when given)."""
     area = valid.sum(dim=(1, 2, 3)).clamp(min=1.0)
     bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
     bce = (bce * valid).sum(dim=(1, 2, 3)) / area
     prob = torch.sigmoid(logits) * valid
     inter = (prob * truth).sum(dim=(1, 2, 3))
     soft_dice = (2 * inter + 1.0) / (prob.sum(dim=(1, 2, 3)) + truth.sum(dim=(1, 2, 3)) + 1.0)
-    return (bce + 1.0 - soft_dice).mean()
+    if weight is None:
+        return (bce + 1.0 - soft_dice).mean()
+    return ((bce + 1.0 - soft_dice) * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def hard_dice(logits: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> np.ndarray:
@@ -58,6 +62,18 @@ def hard_dice(logits: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) ->
     total = (pred.sum(dim=(1, 2, 3)) + (truth > 0).sum(dim=(1, 2, 3))).float()
     out = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
     return out.cpu().numpy()
+
+
+def whole_image_objects(truth: np.ndarray, valid: np.ndarray, max_extent: float) -> np.ndarray:
+    """1.0 per object the app decodes on the whole image, 0.0 per object small enough for a
+    zoomed window (longest side under `max_extent` of the image's, as `zoom.ZoomPolicy`)."""
+    out = np.zeros(len(truth), np.float32)
+    for i, (mask, area) in enumerate(zip(truth, valid, strict=True)):
+        ys, xs = np.nonzero(mask)
+        vy, vx = np.nonzero(area)
+        side = max(vy.max() - vy.min(), vx.max() - vx.min()) + 1
+        out[i] = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 >= max_extent * side
+    return out
 
 
 @dataclass
