@@ -181,6 +181,8 @@ def train(
     box_context = base_context if config.box_prompts == "base" else None
     if config.box_prompts == "base" and base_context is None:
         raise ValueError("box_prompts='base' needs base_context")
+    if config.keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', not {config.keep!r}")
     dev = torch.device(config.device)
     optimizer = torch.optim.AdamW(list(params.values()), lr=config.lr,
                                   weight_decay=config.weight_decay)

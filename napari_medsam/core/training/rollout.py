@@ -66,11 +66,14 @@ def hard_dice(logits: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) ->
 
 def whole_image_objects(truth: np.ndarray, valid: np.ndarray, max_extent: float) -> np.ndarray:
     """1.0 per object the app decodes on the whole image, 0.0 per object small enough for a
-    zoomed window (longest side under `max_extent` of the image's, as `zoom.ZoomPolicy`)."""
+    zoomed window (longest side under `max_extent` of the image's: `zoom.ZoomPolicy`'s test;
+    its exemption of small images is not known in the model frame) or empty."""
     out = np.zeros(len(truth), np.float32)
     for i, (mask, area) in enumerate(zip(truth, valid, strict=True)):
         ys, xs = np.nonzero(mask)
         vy, vx = np.nonzero(area)
+        if not len(ys) or not len(vy):
+            continue
         side = max(vy.max() - vy.min(), vx.max() - vx.min()) + 1
         out[i] = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 >= max_extent * side
     return out
