@@ -248,7 +248,7 @@ def test_own_box_loss_leaves_out_objects_the_app_zooms_on():
     valid[:, :200] = True  # a 200 x 256 image padded to the model's square
     truth = np.stack([(yy - 100) ** 2 + (xx - 120) ** 2 <= 30**2,   # 61 px: the whole image
                       (yy - 100) ** 2 + (xx - 120) ** 2 <= 5**2])   # 11 px < 0.15 * 256: zoom
-    weight = whole_image_objects(truth, valid, ZoomPolicy.max_extent)
+    weight = whole_image_objects(truth, valid, ZoomPolicy())
     assert weight.tolist() == [1.0, 0.0]
     t = torch.from_numpy(truth[:, None].astype(np.float32))
     v = torch.from_numpy(valid[:, None].astype(np.float32))

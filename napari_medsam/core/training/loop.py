@@ -232,7 +232,7 @@ def train(
         roll.run(batch, mode, n_clicks, on_pass=backward)
         if own_box is not None:  # small objects are boxed on a zoomed window, not here
             weight = torch.from_numpy(whole_image_objects(
-                batch.truth_np, batch.valid_np, ZoomPolicy.max_extent)).to(dev)
+                batch.truth_np, batch.valid_np, ZoomPolicy())).to(dev)
             if weight.sum() > 0:
                 own_box.run(batch, "box", 0, on_pass=lambda logits, batch=batch, w=weight: (
                     config.box_keep * seg_loss(logits, batch.truth, batch.valid, w)).backward())

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clicks import interior_point, next_click
+from ..zoom import ZoomPolicy, extent_of
 
 MODES = ("box", "clicks", "box+clicks")
 
@@ -64,18 +65,16 @@ def hard_dice(logits: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) ->
     return out.cpu().numpy()
 
 
-def whole_image_objects(truth: np.ndarray, valid: np.ndarray, max_extent: float) -> np.ndarray:
-    """1.0 per object the app decodes on the whole image, 0.0 per object small enough for a
-    zoomed window (longest side under `max_extent` of the image's: `zoom.ZoomPolicy`'s test;
-    its exemption of small images is not known in the model frame) or empty."""
+def whole_image_objects(truth: np.ndarray, valid: np.ndarray, policy: ZoomPolicy) -> np.ndarray:
+    """1.0 per object the app decodes on the whole image, 0.0 per object `policy` would zoom on
+    (or an empty one); the image is the valid (unpadded) part of the model frame."""
     out = np.zeros(len(truth), np.float32)
     for i, (mask, area) in enumerate(zip(truth, valid, strict=True)):
-        ys, xs = np.nonzero(mask)
-        vy, vx = np.nonzero(area)
-        if not len(ys) or not len(vy):
+        extent = extent_of(mask)
+        rows, cols = np.nonzero(area.any(axis=1))[0], np.nonzero(area.any(axis=0))[0]
+        if extent is None or not len(rows):
             continue
-        side = max(vy.max() - vy.min(), vx.max() - vx.min()) + 1
-        out[i] = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 >= max_extent * side
+        out[i] = policy.window(extent, (rows[-1] + 1, cols[-1] + 1)) is None
     return out
 
 
