@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from datahelpers import load_pair
 
+from napari_medsam.core.clicks import next_click
 from napari_medsam.core.embeddings import EmbeddingCache
 from napari_medsam.core.metrics import bbox, dice
 from napari_medsam.core.predictor import Predictor
@@ -15,6 +16,7 @@ from napari_medsam.core.zoom import (
     contains,
     grow,
     move_logits,
+    side,
     square_window,
     touches_border,
 )
@@ -84,3 +86,26 @@ def test_zoom_lifts_lung_nodules_and_keeps_the_window_for_the_next_click(model, 
                                labels=np.array([1, 1]), mask_input=first.low_res_logits[0],
                                window=first.window)
     assert second.window == first.window and predictor.encoder_calls == calls  # no re-encode
+
+
+@pytest.mark.slow
+def test_a_click_window_drawn_from_a_coarse_mask_is_refitted(model, nodules):
+    """A first click on a nodule is decoded on the whole image first, and that coarse mask often
+    spills into vessels: the window drawn from it is too wide. Refitted to the zoomed mask, the
+    windows get tighter and the first click better (9 dev nodules, 1-click Dice: measured 0.644
+    with the window kept, 0.729 refitted)."""
+    cache = EmbeddingCache()  # one cache: the windows both predictors share are encoded once
+    refitted = Predictor(model, cache, zoom=True)
+    kept = Predictor(model, cache, zoom=ZoomPolicy(refit=0.0))
+    dices = {"kept": [], "refitted": []}
+    for image, labels in nodules:
+        truth = labels > 0
+        click = next_click(truth)
+        points, positive = np.array([[click.x, click.y]], float), np.array([1])
+        preds = {}
+        for name, predictor in (("kept", kept), ("refitted", refitted)):
+            predictor.set_image(image)
+            preds[name] = predictor.predict(points=points, labels=positive)
+            dices[name].append(dice(preds[name].masks[0], truth))
+        assert side(preds["refitted"].window) <= side(preds["kept"].window)
+    assert np.mean(dices["refitted"]) > np.mean(dices["kept"]) + 0.05

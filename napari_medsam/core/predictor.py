@@ -17,7 +17,17 @@ from .backends.preprocess import mask_from_logits
 from .embeddings import Embedding, EmbeddingCache, make_key, pixel_hash
 from .errors import InputError, NoImageError
 from .intensity import Preset, get_preset
-from .zoom import Frame, Window, ZoomPolicy, contains, extent_of, grow, move_logits, touches_border
+from .zoom import (
+    Frame,
+    Window,
+    ZoomPolicy,
+    contains,
+    extent_of,
+    grow,
+    move_logits,
+    side,
+    touches_border,
+)
 
 if TYPE_CHECKING:  # torch stays unimported on the ONNX path
     from .backends.base import Backend
@@ -252,13 +262,30 @@ class Predictor:
             if first is not None:
                 return first
         pred = self._predict_in(target, coords, lab, boxes, masks_in, src, multimask)
-        shape = self.embedding.original_size
-        if target is not None and touches_border(pred.masks[0], target, shape):
-            bigger = grow(target, 2.0, shape)  # the object is larger than the window
-            keep = max(bigger[2] - bigger[0], bigger[3] - bigger[1]) < 0.9 * max(shape)
-            pred = self._predict_in(bigger if keep else None, coords, lab, boxes, masks_in, src,
-                                    multimask)
+        if target is not None:
+            pred = self._fit_window(policy, pred, coords, lab, boxes, masks_in, src, multimask)
         return pred
+
+    def _fit_window(self, policy: ZoomPolicy, pred: Prediction, coords, lab, boxes, masks_in,
+                    src: Frame, multimask: bool) -> Prediction:
+        """Decode again when the zoomed mask says the window does not fit the object: larger
+        when the mask reaches its border; tighter (clicks only) when the mask fits a much
+        smaller window (a first window is drawn from the coarse whole-image mask, which for a
+        small object often spills into its neighbours)."""
+        target, shape = pred.window, self.embedding.original_size
+        if touches_border(pred.masks[0], target, shape):
+            bigger = grow(target, 2.0, shape)  # the object is larger than the window
+            keep = side(bigger) < 0.9 * max(shape)
+            return self._predict_in(bigger if keep else None, coords, lab, boxes, masks_in, src,
+                                    multimask)
+        if boxes is not None or not pred.masks[0].any():
+            return pred  # a box already gives the object's extent
+        tighter = policy.refitted().window(extent_of(pred.masks[0], coords[0]), shape)
+        if tighter is None or side(tighter) > policy.refit * side(target) \
+                or not contains(tighter, points=coords[0], margin=0.0):
+            return pred
+        refit = self._predict_in(tighter, coords, lab, boxes, masks_in, src, multimask)
+        return pred if touches_border(refit.masks[0], tighter, shape) else refit
 
     def _zoom_window(self, policy: ZoomPolicy, coords, lab, boxes, masks_in, src):
         """(window to decode in, or None for the whole image; a whole-image prediction already

@@ -5,7 +5,9 @@ or two of the 64 x 64 embedding cells, so even a box gives a poor mask. When the
 points at is small, the predictor encodes a square window around it (a few times the object's
 size) at the model's full input size, decodes there, and pastes the mask back into the image: the
 object is seen 2-8x larger. The window's embedding is cached like any image's, and it is kept for
-the next clicks on the same object (their low-res logits live in the window's frame).
+the next clicks on the same object (their low-res logits live in the window's frame). A window
+drawn from a coarse whole-image mask is refitted to the zoomed mask when that is much smaller, and
+grown when the mask reaches its border.
 
 Numpy only: the windows, and moving low-res logits from one frame (the whole image or a window)
 to another, for the mask prompt of the next click.
@@ -13,7 +15,7 @@ to another, for the mask prompt of the next click.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +39,12 @@ class ZoomPolicy:
         min_image: no zoom on an image whose longest side is under this many pixels: the
             model's 256-pixel input already magnifies it, and a window only adds blur (the
             122-pixel sample CT lost 9 points of box Dice on its small organs with zoom).
+        refit: after a click decoded in a window, the window drawn around the zoomed mask
+            replaces it when its side is at most this fraction of the window's (the mask the
+            window was drawn from was coarser; a box gives the extent and is never refitted).
+        refit_side: a refitted window is at least this many pixels wide, so the model's 256 px
+            input magnifies the image's pixels at most 4x (an 8x window of a 256 px MRI slice
+            blurred a small right ventricle from 0.89 to 0.76 Dice).
     """
 
     max_extent: float = 0.15
@@ -44,6 +52,8 @@ class ZoomPolicy:
     min_side: int = 32
     max_zoom: float = 8.0
     min_image: int = 160
+    refit: float = 0.8
+    refit_side: int = 64
 
     def window(self, extent, shape: tuple[int, int]) -> Window | None:
         """The window around `extent` (x0, y0, x1, y1 of the object, image pixels), or None when
@@ -58,6 +68,10 @@ class ZoomPolicy:
         if side >= 0.9 * long_side:
             return None
         return square_window((x0 + x1) / 2, (y0 + y1) / 2, side, shape)
+
+    def refitted(self) -> ZoomPolicy:
+        """The policy a refitted window is drawn with (no narrower than `refit_side`)."""
+        return replace(self, min_side=max(self.min_side, self.refit_side))
 
 
 def square_window(cx: float, cy: float, side: float, shape: tuple[int, int]) -> Window:
@@ -105,11 +119,15 @@ def touches_border(mask: np.ndarray, window: Window, shape: tuple[int, int]) -> 
     return any(side.any() for side in sides)
 
 
+def side(window: Window) -> int:
+    """The longer side of a window, in image pixels."""
+    return max(window[2] - window[0], window[3] - window[1])
+
+
 def grow(window: Window, factor: float, shape: tuple[int, int]) -> Window:
     """The window scaled by `factor` about its centre (kept inside the image)."""
     x0, y0, x1, y1 = window
-    side = factor * max(x1 - x0, y1 - y0)
-    return square_window((x0 + x1) / 2, (y0 + y1) / 2, side, shape)
+    return square_window((x0 + x1) / 2, (y0 + y1) / 2, factor * side(window), shape)
 
 
 def extent_of(mask: np.ndarray, points: np.ndarray | None = None) -> tuple | None:
