@@ -41,7 +41,8 @@ class ZoomPolicy:
             122-pixel sample CT lost 9 points of box Dice on its small organs with zoom).
         refit: after a click decoded in a window, the window drawn around the zoomed mask
             replaces it when its side is at most this fraction of the window's (the mask the
-            window was drawn from was coarser; a box gives the extent and is never refitted).
+            window was drawn from was coarser; a box gives the extent and is never refitted;
+            0: never refit).
         refit_side: a refitted window is at least this many pixels wide, so the model's 256 px
             input magnifies the image's pixels at most 4x (an 8x window of a 256 px MRI slice
             blurred a small right ventricle from 0.89 to 0.76 Dice).
@@ -64,10 +65,10 @@ class ZoomPolicy:
         long_side = max(h, w)
         if long_side < self.min_image or size >= self.max_extent * long_side:
             return None
-        side = max(self.context * size, self.min_side, long_side / self.max_zoom)
-        if side >= 0.9 * long_side:
+        width = max(self.context * size, self.min_side, long_side / self.max_zoom)
+        if width >= 0.9 * long_side:
             return None
-        return square_window((x0 + x1) / 2, (y0 + y1) / 2, side, shape)
+        return square_window((x0 + x1) / 2, (y0 + y1) / 2, width, shape)
 
     def refitted(self) -> ZoomPolicy:
         """The policy a refitted window is drawn with (no narrower than `refit_side`)."""
@@ -116,7 +117,7 @@ def touches_border(mask: np.ndarray, window: Window, shape: tuple[int, int]) -> 
         sides.append(mask[y0, x0:x1])
     if y1 < h:
         sides.append(mask[y1 - 1, x0:x1])
-    return any(side.any() for side in sides)
+    return any(edge.any() for edge in sides)
 
 
 def side(window: Window) -> int:
