@@ -126,33 +126,27 @@ def main() -> int:
     cache = EmbeddingCache(disk_dir=args.cache or default_cache_dir() / "embeddings")
     policy = ZoomPolicy(max_extent=args.max_extent, context=args.context)
     datasets = args.datasets.split(",") if args.datasets else None
+    targets = iter_targets(args.data, datasets, max_slices=args.max_slices)
     t0 = time.monotonic()
     if args.clicks:
         predictor = build_predictor(RuntimeSpec(profile=args.profile), cache)
         warm = np.random.default_rng(0).random((256, 256), np.float32)
         predictor.set_image(warm)  # the sessions open before anything is timed
         predictor.predict(points=np.array([[128.0, 128.0]]), labels=np.array([1]))
-        names = ("kept", "refitted")
         policies = {"kept": replace(policy, refit=0.0), "refitted": policy}
-        records = measure_first_click(
-            predictor, iter_targets(args.data, datasets, max_slices=args.max_slices), policies)
-        print(f"{len(records)} targets in {time.monotonic() - t0:.0f} s; profile "
-              f"{args.profile}; policy {policy}")
-        print(click_table(records, names))
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(records))
-        return 0
-    predictor = build_predictor(RuntimeSpec(profile=args.profile, adapter="none"), cache)
-    records = measure(predictor, iter_targets(args.data, datasets, max_slices=args.max_slices),
-                      policy)
-    print(f"{len(records)} targets in {time.monotonic() - t0:.0f} s; policy {policy}")
-    print(table(records))
+        records = measure_first_click(predictor, targets, policies)
+        text = click_table(records, tuple(policies))
+    else:
+        predictor = build_predictor(RuntimeSpec(profile=args.profile, adapter="none"), cache)
+        records = measure(predictor, targets, policy)
+        text = table(records)
+    print(f"{len(records)} targets in {time.monotonic() - t0:.0f} s; profile {args.profile}; "
+          f"policy {policy}")
+    print(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(records))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
