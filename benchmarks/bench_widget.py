@@ -6,7 +6,13 @@ the Qt events are processed (what the user waits for), against the core decode a
 CPU time of the UI thread per click: with --threads 1 it estimates the latency on an idle core
 even when the machine is shared (wall times then include waiting for other processes).
 
+A second table times a first click on small objects (LIDC nodules of the dev set), whose
+zoom window is not encoded yet: the widget shows the whole-image mask at once and the zoomed one
+when the window's encoder run (in a worker) ends, against a click that waits for the encoder
+(`Session.add_point` without `defer_zoom`, on its own cache) in the same process.
+
 Run (needs a display; headless: xvfb-run -a): python benchmarks/bench_widget.py [--threads T]
+    [--nodules N]
 """
 
 from __future__ import annotations
@@ -46,10 +52,63 @@ def cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
+def small_objects(widget, viewer, n: int) -> None:
+    """First clicks on `n` LIDC nodules: waiting for the window vs preview now, zoom later."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_medsam.core.clicks import next_click
+    from napari_medsam.core.embeddings import EmbeddingCache
+    from napari_medsam.core.evaluation import load_manifest
+    from napari_medsam.core.metrics import dice
+    from napari_medsam.core.predictor import Predictor
+    from napari_medsam.core.session import Session
+
+    if not (DATA / "manifest.json").is_file():
+        return
+    pairs = [p for p in load_manifest(DATA) if p["dataset"] == "lidc"][:n]
+    rows = []
+    for k, pair in enumerate(pairs):
+        image = read_image(DATA / pair["image"]).data
+        truth = np.asarray(read_image(DATA / pair["mask"]).data) > 0
+        layer = viewer.add_image(image, name=f"nodule {k}")
+        ann = widget.current
+        widget.compute_embeddings(all_slices=False)
+        widget.wait()
+        click = next_click(truth)
+        waiting = Session(Predictor(backend=ann.session.predictor.backend, cache=EmbeddingCache(),
+                                    zoom=True), preset=ann.preset)
+        waiting.set_image(image)
+        waiting.embed()
+        t = time.perf_counter()
+        want = waiting.add_point(click.x, click.y, True)
+        wait_ms = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        ann.points.add([click.y, click.x])
+        QApplication.processEvents()
+        shown_ms = (time.perf_counter() - t) * 1000
+        shown = ann.preview.data.astype(bool)
+        ann.wait_zoom()
+        zoomed_ms = (time.perf_counter() - t) * 1000
+        zoomed = ann.preview.data.astype(bool)
+        rows.append((wait_ms, shown_ms, zoomed_ms, dice(shown, truth), dice(zoomed, truth),
+                     float(np.array_equal(zoomed, want))))
+        widget.clear()
+        viewer.layers.remove(layer)
+    table = np.array(rows)
+    (w, c, z), (d0, d1, same) = np.median(table[:, :3], axis=0), table[:, 3:].mean(axis=0)
+    print(f"\nfirst click on {len(rows)} LIDC nodules, zoom window not encoded (median ms; "
+          "mean Dice)")
+    print(f"{'waiting click ms':>17} {'preview ms':>11} {'zoomed ms':>10} {'ratio':>6} "
+          f"{'Dice preview':>13} {'Dice zoomed':>12} {'same as waiting':>16}")
+    print(f"{w:>17.1f} {c:>11.1f} {z:>10.1f} {w / c:>6.1f} {d0:>13.3f} {d1:>12.3f} "
+          f"{same:>16.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--nodules", type=int, default=6, help="small-object clicks (0: none)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,6 +168,7 @@ def main() -> None:
         d, c, b, u = (statistics.median(v) for v in (decode, click, box, cpu))
         print(f"{name:<30} {d:>10.1f} {c:>9.1f} {c / d:>6.2f} {b:>7.1f} {u:>13.1f}")
         viewer.layers.remove(layer)
+    small_objects(widget, viewer, args.nodules)
     viewer.close()
 
 

@@ -109,3 +109,38 @@ def test_a_click_window_drawn_from_a_coarse_mask_is_refitted(model, nodules):
             dices[name].append(dice(preds[name].masks[0], truth))
         assert side(preds["refitted"].window) <= side(preds["kept"].window)
     assert np.mean(dices["refitted"]) > np.mean(dices["kept"]) + 0.05
+
+
+@pytest.mark.slow
+def test_a_deferred_zoom_never_encodes_in_the_click_and_ends_where_a_waiting_click_does(
+        model, nodules):
+    """napari decodes clicks with `defer_zoom`: a click on a small object returns the whole-image
+    mask at once with its window still to encode (`state.pending`); once the window job has run
+    and `refine` decoded again, the mask is the one a click that waited for the encoder gives."""
+    from napari_medsam.core.session import Session
+
+    cache = EmbeddingCache()  # shared: the deferred session's window jobs fill it for both
+    waiting, deferred = Session(Predictor(model, cache, zoom=True)), \
+        Session(Predictor(model, cache, zoom=True))
+    deferred.defer_zoom = True
+    rounds = []
+    for image, labels in nodules[:3]:
+        truth = labels > 0
+        waiting.set_image(image)
+        deferred.set_image(image)
+        deferred.embed()  # the image's own embedding (napari computes it before any click)
+        for _ in range(3):
+            click = next_click(truth, waiting.preview)
+            calls = deferred.predictor.encoder_calls
+            deferred.add_point(click.x, click.y, click.positive)
+            assert deferred.predictor.encoder_calls == calls  # the click ran no encoder
+            n = 0
+            while deferred.state.pending is not None:
+                deferred.predictor.window_job(deferred.state.pending)()
+                deferred.refine()
+                n += 1
+            rounds.append(n)
+            want = waiting.add_point(click.x, click.y, click.positive)
+            assert np.array_equal(deferred.preview, want)
+            assert deferred.state.window == waiting.state.window is not None
+    assert max(rounds) >= 1 and max(rounds) <= 3  # windows were deferred, and few

@@ -18,6 +18,7 @@ import numpy as np
 from ..core.errors import InputError, MedSAMError
 from ..core.session import Session
 from .geometry import bounds, image_array, rect
+from .workers import wait_while
 
 POSITIVE = np.array([0.2, 1.0, 0.2, 1.0])
 NEGATIVE = np.array([1.0, 0.25, 0.25, 1.0])
@@ -51,6 +52,8 @@ class Annotation:
         self.negative_click = False
         self.latencies_ms: list[float] = []
         self.busy = False  # a propagation runs on the session: prompts wait in their layers
+        self._zooming: set[tuple] = set()  # (image key, window) being encoded in the background
+        self.zoom_workers: list = []  # their workers, while they run
         self._syncing = False
         self._make_layers()
 
@@ -110,6 +113,7 @@ class Annotation:
         into the Labels layer's own array, and keeps the drafts of the session it replaces."""
         session.use_labels(self.labels.data)
         session.drafts.update(self._kept_drafts)
+        session.defer_zoom = True  # a click never waits for a zoom window: see _zoom_later
         self._kept_drafts = {}
         if self.is_volume:
             session.set_slice(self.current_z)
@@ -241,6 +245,57 @@ class Annotation:
             self.notify("info", self.session.state.note)
         self._explain_gate()
         self._show(self.current_z)
+        self._zoom_later()
+
+    def _zoom_later(self) -> None:
+        """The prompt's object is small and its zoom window is not encoded yet: the preview
+        shows the whole-image mask now, the window is encoded in a worker, and the prompts are
+        decoded again in it when that ends (a click never waits ~0.5 s for the encoder)."""
+        if self.session is None or self.session.state.pending is None:
+            return
+        from napari.qt.threading import create_worker
+
+        predictor = self.session.predictor
+        wanted = (predictor.key, self.session.state.pending)
+        if wanted in self._zooming:
+            return  # already being encoded: its end refines whatever prompt waits for it
+        worker = create_worker(predictor.window_job(wanted[1]), _start_thread=False,
+                               _ignore_errors=True)
+        self._zooming.add(wanted)
+        self.zoom_workers.append(worker)
+
+        def ended(*_):
+            self._zooming.discard(wanted)
+            if worker in self.zoom_workers:
+                self.zoom_workers.remove(worker)
+
+        def encoded(_):
+            ended()
+            if self.session is None or predictor is not self.session.predictor \
+                    or (predictor.key, self.session.state.pending) != wanted \
+                    or not self.is_ready():
+                return  # the user moved on (another slice, image, model) or a job runs
+            try:
+                self.session.refine()
+            except MedSAMError as exc:
+                self.notify("warning", f"Zooming in on the small object failed: {exc} "
+                                       "The whole-image mask is kept.")
+                return
+            self._show(self.current_z)
+            self._zoom_later()  # the zoomed mask may ask for a larger or tighter window
+
+        def failed(exc):
+            ended()
+            self.notify("warning", f"Zooming in on the small object failed ({exc}). The "
+                                   "whole-image mask is kept.")
+
+        worker.returned.connect(encoded)
+        worker.errored.connect(failed)
+        worker.start()
+
+    def wait_zoom(self, timeout_s: float = 60.0) -> None:
+        """Block (processing Qt events) until no zoom window is being encoded; for tests."""
+        wait_while(lambda: bool(self.zoom_workers), timeout_s, "Zooming in")
 
     def _explain_gate(self) -> None:
         """Say once per image when the selected adapter is left out (its domain gate)."""
@@ -280,6 +335,7 @@ class Annotation:
             self.notify("info", self.session.state.note)
         self._explain_gate()
         self._show(z)
+        self._zoom_later()
 
     # ---- slices ------------------------------------------------------------------------------
     def viewer_slice(self) -> int:
@@ -352,6 +408,7 @@ class Annotation:
             else:
                 self._replace_box(z, prev.box)
             self._show(z)
+            self._zoom_later()
             return True
         pts, _ = self._points_at(z)
         if pts:

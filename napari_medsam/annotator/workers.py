@@ -10,6 +10,7 @@ job ends, whichever way.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from qtpy.QtWidgets import QProgressBar, QPushButton
@@ -109,5 +110,6 @@ def wait_while(busy: Callable[[], bool], timeout_s: float, what: str) -> None:
     timer.start()
     while busy() and timer.elapsed() < timeout_s * 1000:
         QCoreApplication.processEvents()
+        time.sleep(0.002)  # not a spin: the worker being waited for needs the cores
     if busy():
         raise TimeoutError(f"{what} did not finish in time")

@@ -49,6 +49,9 @@ class Prediction:
         with them as `predict(..., window=...)`.
     note: why the masks are empty without asking the model (a uniform image, only negative
         clicks), '' otherwise.
+    pending: with `predict(defer_windows=True)`, the zoom window this mask would be decoded in
+        had its embedding been at hand (None when nothing waits): encode it off the UI thread
+        (`window_job`), then decode the same prompts again.
     """
 
     masks: np.ndarray
@@ -56,6 +59,7 @@ class Prediction:
     low_res_logits: np.ndarray
     window: Window | None = None
     note: str = ""
+    pending: Window | None = None
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:
@@ -230,6 +234,7 @@ class Predictor:
         multimask: bool = False,
         window: Window | None = None,
         zoom: ZoomPolicy | bool | None = None,
+        defer_windows: bool = False,
     ) -> Prediction:
         """Decode prompts on the current image.
 
@@ -242,6 +247,10 @@ class Predictor:
             window: the frame of `mask_input` (the previous prediction's `window`).
             zoom: a small object is decoded on a re-encoded window around it (`core.zoom`):
                 None follows `self.zoom`, False never, a ZoomPolicy as given. One prompt only.
+            defer_windows: never encode a zoom window here: when the window's embedding is
+                not cached, return the best mask decoded without it, its window in `pending`
+                (an interactive front end encodes it in the background and decodes again, so
+                a click never waits for the encoder).
         """
         self._require_image()
         coords, lab, boxes = self._check_prompts(points, labels, box)
@@ -256,41 +265,53 @@ class Predictor:
             policy = None  # the pixels are not at hand: no window can be encoded
         src = self._frame(window)
         single = (coords is None or len(coords) == 1) and (boxes is None or len(boxes) == 1)
-        target = None
+        target = first = None
         if policy is not None and single:
             target, first = self._zoom_window(policy, coords, lab, boxes, masks_in, src)
-            if first is not None:
+            if target is None and first is not None:
                 return first
+        if defer_windows and not self._window_ready(target):
+            pred = first if first is not None else \
+                self._predict_in(None, coords, lab, boxes, masks_in, src, multimask)
+            pred.pending = target
+            return pred
         pred = self._predict_in(target, coords, lab, boxes, masks_in, src, multimask)
         if target is not None:
-            pred = self._fit_window(policy, pred, coords, lab, boxes, masks_in, src, multimask)
+            pred = self._fit_window(policy, pred, coords, lab, boxes, masks_in, src, multimask,
+                                    defer_windows)
         return pred
 
     def _fit_window(self, policy: ZoomPolicy, pred: Prediction, coords, lab, boxes, masks_in,
-                    src: Frame, multimask: bool) -> Prediction:
+                    src: Frame, multimask: bool, defer: bool = False) -> Prediction:
         """Decode again when the zoomed mask says the window does not fit the object: larger
         when the mask reaches its border; tighter (clicks only) when the mask fits a much
         smaller window (a first window is drawn from the coarse whole-image mask, which for a
-        small object often spills into its neighbours)."""
+        small object often spills into its neighbours). `defer`: a window not encoded yet is
+        left in `pred.pending` instead."""
         target, shape = pred.window, self.embedding.original_size
         if touches_border(pred.masks[0], target, shape):
             bigger = grow(target, 2.0, shape)  # the object is larger than the window
-            keep = side(bigger) < 0.9 * max(shape)
-            return self._predict_in(bigger if keep else None, coords, lab, boxes, masks_in, src,
-                                    multimask)
+            bigger = bigger if side(bigger) < 0.9 * max(shape) else None
+            if defer and not self._window_ready(bigger):
+                pred.pending = bigger
+                return pred
+            return self._predict_in(bigger, coords, lab, boxes, masks_in, src, multimask)
         if boxes is not None or not pred.masks[0].any():
             return pred  # a box already gives the object's extent
         tighter = policy.refitted().window(extent_of(pred.masks[0], coords[0]), shape)
         if tighter is None or side(tighter) > policy.refit * side(target) \
                 or not contains(tighter, points=coords[0], margin=0.0):
             return pred
+        if defer and not self._window_ready(tighter):
+            pred.pending = tighter
+            return pred
         refit = self._predict_in(tighter, coords, lab, boxes, masks_in, src, multimask)
         return pred if touches_border(refit.masks[0], tighter, shape) else refit
 
     def _zoom_window(self, policy: ZoomPolicy, coords, lab, boxes, masks_in, src):
-        """(window to decode in, or None for the whole image; a whole-image prediction already
-        made while deciding, or None)."""
-        shape = self.embedding.original_size
+        """(window to decode in, or None for the whole image; the whole-image prediction made
+        while deciding, or None)."""
+        shape, first = self.embedding.original_size, None
         if boxes is not None:
             target = policy.window(boxes[0], shape)
         elif src.window is not None and contains(src.window, points=coords[0]):
@@ -303,7 +324,7 @@ class Predictor:
         if target is not None and coords is not None and not contains(target, points=coords[0],
                                                                       margin=0.0):
             return None, None  # a click outside the object's window: decode the whole image
-        return target, None
+        return target, first
 
     def _predict_in(self, window: Window | None, coords, lab, boxes, masks_in, src: Frame,
                     multimask: bool) -> Prediction:
@@ -339,14 +360,32 @@ class Predictor:
         entry = self._window_embedding(window)[0]
         return Frame(window, entry.input_size, entry.original_size)
 
+    def _window_crop(self, window: Window) -> tuple[np.ndarray, Preset, Any]:
+        """The window's pixels, preset and bounds (the whole image's intensity range)."""
+        image, preset, bounds = self._source
+        x0, y0, x1, y1 = window
+        return image[y0:y1, x0:x1], preset, bounds
+
+    def _window_ready(self, window: Window | None) -> bool:
+        """The window's embedding needs no encoder run (None, the whole image, never does)."""
+        if window is None or (self._window is not None
+                              and self._window[0] == (self.key, window)):
+            return True
+        return self.image_key(*self._window_crop(window)) in self.cache
+
+    def window_job(self, window: Window):
+        """A call that encodes a zoom window of the current image into the cache (see
+        `Prediction.pending`); safe in another thread while this one decodes. It holds the
+        window's pixels, so it stays right when the image changes meanwhile."""
+        crop, preset, bounds = self._window_crop(window)
+        return lambda: self.cache_embedding(crop, preset, bounds)
+
     def _window_embedding(self, window: Window):
         """(Embedding, backend features) of a window of the current image, encoded once and
         cached like any image (its intensity range is the whole image's)."""
         if self._window is not None and self._window[0] == (self.key, window):
             return self._window[1], self._window[2]
-        image, preset, bounds = self._source
-        x0, y0, x1, y1 = window
-        crop = image[y0:y1, x0:x1]
+        crop, preset, bounds = self._window_crop(window)
         key = self.image_key(crop, preset, bounds)
         entry = self.cache.get(key)
         if entry is None or entry.original_size != tuple(crop.shape[:2]):

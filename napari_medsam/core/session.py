@@ -35,6 +35,8 @@ class PromptState:
     mask: np.ndarray | None = None
     score: float = 0.0
     note: str = ""  # why the mask is empty without asking the model (see Prediction.note)
+    pending: tuple[int, int, int, int] | None = None  # a zoom window still to encode (defer_zoom)
+    fed: bool = False  # the previous state's logits were the mask prompt
 
 
 class Session(VolumeVerbs):
@@ -50,6 +52,9 @@ class Session(VolumeVerbs):
         drafts: slice -> mask of the object being drawn (not yet committed).
         corrections: a `corrections.CorrectionStore`; when set, every commit is saved there,
             with `source` (the file the image came from) and `modality`.
+        defer_zoom: a prompt never waits for a zoom window's encoder run: its mask is decoded
+            without the window, the window is left in `state.pending` for the front end to
+            encode in the background (`predictor.window_job`), and `refine` then decodes again.
     """
 
     def __init__(self, predictor: Predictor | None = None, preset: str | Preset = "auto"):
@@ -66,6 +71,7 @@ class Session(VolumeVerbs):
         self.source: str | None = None
         self.modality = ""
         self.auto_ids: dict[tuple[str, int], int] = {}  # (head, structure) -> label id used
+        self.defer_zoom = False
 
     # ---- image -----------------------------------------------------------------------------
     def set_image(
@@ -222,14 +228,29 @@ class Session(VolumeVerbs):
 
     def _run(self, new: PromptState, feed_back: PromptState | None) -> np.ndarray:
         self.embed()
-        pred = self.predict_state(new, feed_back)
-        new.logits, new.window, new.mask = pred.low_res_logits[0], pred.window, pred.masks[0]
-        new.score, new.note = float(pred.scores[0]), pred.note
+        new.fed = feed_back is not None
+        self._decode(new, feed_back)
         self._history.append(new)
-        self._set_draft(new.mask)
         return new.mask
 
-    def predict_state(self, st: PromptState, feed_back: PromptState | None = None) -> Prediction:
+    def _decode(self, st: PromptState, feed_back: PromptState | None) -> None:
+        pred = self.predict_state(st, feed_back, defer_windows=self.defer_zoom)
+        st.logits, st.window, st.mask = pred.low_res_logits[0], pred.window, pred.masks[0]
+        st.score, st.note, st.pending = float(pred.scores[0]), pred.note, pred.pending
+        self._set_draft(st.mask)
+
+    def refine(self) -> np.ndarray | None:
+        """Decode the current prompts again now that the zoom window they waited for
+        (`state.pending`) is encoded; returns the new preview, or None when nothing waited.
+        The window may say the object needs another one: `state.pending` then names it."""
+        st = self.state
+        if st.pending is None:
+            return None
+        self._decode(st, self._history[-2] if st.fed else None)
+        return st.mask
+
+    def predict_state(self, st: PromptState, feed_back: PromptState | None = None,
+                      defer_windows: bool = False) -> Prediction:
         """Decode a prompt state on the current embedding; the previous state's logits (when
         given, for clicks) are the mask prompt."""
         pts = np.asarray(st.points, dtype=float) if st.points else None
@@ -237,7 +258,8 @@ class Session(VolumeVerbs):
         use = feed_back is not None and feed_back.logits is not None and bool(st.points)
         return self.predictor.predict(points=pts, labels=labels, box=st.box,
                                       mask_input=feed_back.logits if use else None,
-                                      window=feed_back.window if use else None)
+                                      window=feed_back.window if use else None,
+                                      defer_windows=defer_windows)
 
     def undo(self) -> np.ndarray | None:
         """Drop the last prompt; returns the previous preview (None when no prompt is left)."""

@@ -248,3 +248,45 @@ def test_warm_up_prepares_the_profile_before_the_first_embedding(logic, lesion):
     assert warm.warmInBackground() is None  # built: nothing left to prepare
     assert dice(mask, logic.setBox(volume, box, z)) > 0.95
     assert dice(mask, truth[z]) > 0.65
+
+
+
+def test_a_deferred_zoom_refines_the_click_off_the_main_thread(scene, logic, lesion,
+                                                               monkeypatch):
+    """The editor effect's clicks pass deferZoom: a click on a small lesion returns the
+    whole-slice mask without an encoder run on the calling thread, and `startZoom`'s job
+    (encoded in a thread, finished on the polling one) gives the mask of a click that waits."""
+    import threading
+
+    from napari_medsam.core.clicks import next_click
+    from napari_medsam.core.embeddings import EmbeddingCache
+    from napari_medsam.core.zoom import ZoomPolicy
+
+    predictor = logic.getPredictor()
+    monkeypatch.setattr(predictor, "zoom", ZoomPolicy())  # the fixture's predictor has none
+    monkeypatch.setattr(predictor, "cache", EmbeddingCache())  # no window encoded before
+    volume, truth, _ = lesion(0)
+    z = best_slice(truth)
+    list(logic.iterEmbedding(volume, slices=[z]))  # the slice itself, as the effect's button
+    click, encoded_on = next_click(truth[z]), []
+    encode = predictor.compute_embedding
+
+    def recorded(*args, **kwargs):
+        encoded_on.append(threading.current_thread() is threading.main_thread())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "compute_embedding", recorded)
+    first = mask = logic.addPoint(volume, click.x, click.y, z, deferZoom=True)
+    assert encoded_on == []  # the click ran no encoder
+    rounds = 0
+    while (job := logic.startZoom(volume)) is not None:
+        index, mask = job.wait(timeout=120)
+        rounds += 1
+        assert index == z
+    assert 1 <= rounds <= 3 and encoded_on and not any(encoded_on)
+    logic.resetPrompts(volume)
+    waited = logic.addPoint(volume, click.x, click.y, z)  # windows cached now: the same path
+    np.testing.assert_array_equal(mask, waited)
+    print(f"DeepLesion click Dice: whole slice {dice(first, truth[z]):.3f}, zoomed "
+          f"{dice(mask, truth[z]):.3f}")
+    logic.resetPrompts(volume)

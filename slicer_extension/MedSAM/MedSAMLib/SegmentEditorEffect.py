@@ -43,6 +43,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.current = None  # interaction.ObjectOnSlice of the object being drawn
         self.job = None
         self.timer = None
+        self.zoom = None  # (job, volume, segmentation, axis, index, object key) of a zoom window
+        self.zoomTimer = None
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -76,6 +78,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.timer = qt.QTimer()
         self.timer.setInterval(250)
         self.timer.connect("timeout()", self.onPoll)
+        self.zoomTimer = qt.QTimer()
+        self.zoomTimer.setInterval(50)
+        self.zoomTimer.connect("timeout()", self.onZoomPoll)
 
     def setMRMLDefaults(self):
         self.scriptedEffect.setParameterDefault("NewObjectMode", "add")
@@ -98,6 +103,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def cleanup(self):
         if self.timer is not None:
             self.timer.stop()
+        if self.zoomTimer is not None:
+            self.zoomTimer.stop()
         if self.job is not None:
             self.job.cancel()
 
@@ -189,17 +196,19 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 end = self.xyToRas([round(v) for v in gesture.end], view)
                 prompt = logic.promptFromRAS(volume, [start, end], axis)
                 self._start_object(logic, volume, segmentation, segment_id, axis, prompt.index)
-                prompt, mask = logic.setBoxRAS(volume, start, end, axis)
+                prompt, mask = logic.setBoxRAS(volume, start, end, axis, deferZoom=True)
             else:
                 prompt = logic.promptFromRAS(volume, [start], axis)
                 key = self._key(volume, segmentation, segment_id, axis, prompt.index)
                 if self.current is None or self.current.key != key:
                     self._start_object(logic, volume, segmentation, segment_id, axis,
                                        prompt.index)
-                prompt, mask = logic.addPointRAS(volume, start, gesture.positive, axis)
+                prompt, mask = logic.addPointRAS(volume, start, gesture.positive, axis,
+                                                 deferZoom=True)
             self._write(volume, segmentation, mask, axis, prompt.index)
             self._say(f"Slice {prompt.index}: {int(mask.sum())} voxels. Click to refine, "
                       "Ctrl+click to remove, Esc for a new object.")
+            self._zoom_later(logic, volume, segmentation, axis, prompt.index)
         except Exception as exc:  # shown to the user, never a crash of the editor
             logging.exception("MedSAM prompt failed")
             self._say(str(exc), error=True)
@@ -255,6 +264,42 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         content = self.current.slice_content(mask)
         editing.apply_slice_mask(volume, segmentation, content, axis, index, "replace",
                                  self.scriptedEffect.saveStateForUndo, modify)
+
+    # ---- zoom on small objects, off the main thread -------------------------------------------
+    def _zoom_later(self, logic, volume, segmentation, axis, index):
+        """The prompt's object is small and its zoom window not encoded yet: the whole-slice
+        mask is shown now, the window encoded in a thread, the zoomed mask written after."""
+        job = logic.startZoom(volume, axis)
+        if job is None:
+            return
+        self.zoom = (job, volume, segmentation, axis, index, self.current.key)
+        self._say("Zooming in on the small object...")
+        self.zoomTimer.start()
+
+    def onZoomPoll(self):
+        if self.zoom is None:
+            self.zoomTimer.stop()
+            return
+        job, volume, segmentation, axis, index, key = self.zoom
+        try:
+            if not job.poll():
+                return
+        except Exception as exc:  # the whole-slice mask stays in the segment
+            logging.exception("MedSAM zoom failed")
+            self.zoomTimer.stop()
+            self.zoom = None
+            self._say(f"Zooming in on the small object failed ({exc}); the mask is kept.",
+                      error=True)
+            return
+        self.zoomTimer.stop()
+        self.zoom = None
+        if job.finished_result is None or self.current is None or self.current.key != key:
+            return  # the user moved on: that prompt zooms for itself
+        _, mask = job.finished_result
+        self._write(volume, segmentation, mask, axis, index)
+        self._say(f"Slice {index}: {int(mask.sum())} voxels (zoomed in). Click to refine, "
+                  "Ctrl+click to remove, Esc for a new object.")
+        self._zoom_later(shared_logic(), volume, segmentation, axis, index)
 
     # ---- background embedding ----------------------------------------------------------------
     def onEmbed(self):

@@ -177,7 +177,7 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
         """(K, J, I) size of the volume."""
         return tuple(volumeNode.GetImageData().GetDimensions())[::-1]
 
-    def _ready(self, volumeNode, axis: int, index: int) -> Entry:
+    def _ready(self, volumeNode, axis: int, index: int, deferZoom: bool = False) -> Entry:
         if self.busyJob is not None and self.busyJob.running:
             raise BusyError(f"{self.busyJob.name} is running: wait for it or cancel it first.")
         entry = self._entry(volumeNode, axis)
@@ -185,21 +185,47 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
             raise nodes.NodeError(f"Slice {index} is outside the volume (0 to "
                                   f"{entry.frame.shape_kji[axis] - 1}).")
         entry.session.set_slice(entry.frame.core_index(index))
+        if hasattr(entry.session, "defer_zoom"):  # an older core has no deferred zoom
+            entry.session.defer_zoom = deferZoom
         return entry
 
     # ---- prompts in slice pixels -----------------------------------------------------------
-    def setBox(self, volumeNode, box, index: int, axis: int = 0) -> np.ndarray:
+    def setBox(self, volumeNode, box, index: int, axis: int = 0,
+               deferZoom: bool = False) -> np.ndarray:
         """Box x0, y0, x1, y1 (array slice columns/rows) on slice `index`; returns the preview
-        mask on that array slice."""
-        entry = self._ready(volumeNode, axis, index)
+        mask on that array slice. `deferZoom`: see `startZoom`."""
+        entry = self._ready(volumeNode, axis, index, deferZoom)
         return entry.frame.mask_to_array(entry.session.set_box(entry.frame.box_to_core(box)))
 
     def addPoint(self, volumeNode, x: float, y: float, index: int, positive: bool = True,
-                 axis: int = 0) -> np.ndarray:
-        """A click on slice `index` (array slice column x, row y); returns the preview mask."""
-        entry = self._ready(volumeNode, axis, index)
+                 axis: int = 0, deferZoom: bool = False) -> np.ndarray:
+        """A click on slice `index` (array slice column x, row y); returns the preview mask.
+        `deferZoom`: see `startZoom`."""
+        entry = self._ready(volumeNode, axis, index, deferZoom)
         (cx, cy), = entry.frame.points_to_core([[x, y]])
         return entry.frame.mask_to_array(entry.session.add_point(cx, cy, positive))
+
+    def startZoom(self, volumeNode, axis: int = 0) -> BackgroundJob | None:
+        """With `deferZoom` (the editor effect's prompts), a prompt on a small object returns the
+        whole-slice mask at once and leaves its zoom window unencoded: this encodes it in a
+        thread (None when nothing waits). The job's result, on the polling thread, is (array
+        slice index, refined preview), or None when the prompts changed meanwhile; call again
+        after it: the zoomed mask may ask for a larger or tighter window."""
+        entry = self._entry(volumeNode, axis)
+        session = entry.session
+        state = session.state
+        window = getattr(state, "pending", None)
+        if window is None:
+            return None
+        encode = session.predictor.window_job(window)
+
+        def finish(_):
+            if session.state is not state or (self.busyJob is not None and self.busyJob.running):
+                return None  # another prompt came (it zooms itself), or a job uses the model
+            session.refine()
+            return self.preview(volumeNode, axis)
+
+        return BackgroundJob(lambda progress, cancelled: encode(), finish, name="Zoom")
 
     def undoPrompt(self, volumeNode, axis: int = 0) -> np.ndarray | None:
         entry = self._entry(volumeNode, axis)
@@ -229,17 +255,19 @@ class MedSAMLogic(BackgroundWork, CorrectionsWork):
         ijk = geo.ras_to_ijk(pointsRAS, nodes.ijk_to_world_matrix(volumeNode))
         return geo.ijk_to_slice(np.round(np.asarray(ijk, float), 3), axis, self.shape(volumeNode))
 
-    def setBoxRAS(self, volumeNode, corner1RAS, corner2RAS, axis: int):
+    def setBoxRAS(self, volumeNode, corner1RAS, corner2RAS, axis: int,
+                  deferZoom: bool = False):
         """A box dragged between two RAS corners; returns (SlicePrompt, preview mask)."""
         prompt = self.promptFromRAS(volumeNode, [corner1RAS, corner2RAS], axis)
         box = geo.box_from_points(prompt.points)
-        return prompt, self.setBox(volumeNode, box, prompt.index, axis)
+        return prompt, self.setBox(volumeNode, box, prompt.index, axis, deferZoom)
 
-    def addPointRAS(self, volumeNode, pointRAS, positive: bool, axis: int):
+    def addPointRAS(self, volumeNode, pointRAS, positive: bool, axis: int,
+                    deferZoom: bool = False):
         """A click at a RAS point; returns (SlicePrompt, preview mask)."""
         prompt = self.promptFromRAS(volumeNode, [pointRAS], axis)
         x, y = prompt.points[0]
-        return prompt, self.addPoint(volumeNode, x, y, prompt.index, positive, axis)
+        return prompt, self.addPoint(volumeNode, x, y, prompt.index, positive, axis, deferZoom)
 
     # ---- writing into segments ---------------------------------------------------------------
     def sliceLabelmap(self, volumeNode, mask2d, axis: int, index: int, segmentationNode=None):
