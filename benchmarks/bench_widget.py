@@ -11,8 +11,11 @@ zoom window is not encoded yet: the widget shows the whole-image mask at once an
 when the window's encoder run (in a worker) ends, against a click that waits for the encoder
 (`Session.add_point` without `defer_zoom`, on its own cache) in the same process.
 
+`--profile` picks what decodes (torch, or an ONNX Runtime profile: accurate, balanced, fast), as
+the dock's Profile box does.
+
 Run (needs a display; headless: xvfb-run -a): python benchmarks/bench_widget.py [--threads T]
-    [--nodules N]
+    [--nodules N] [--profile P]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.io import read_image  # noqa: E402
 from napari_medsam.core.metrics import bbox  # noqa: E402
+from napari_medsam.core.profiles import ORDER  # noqa: E402
 from napari_medsam.core.runtime import RuntimeSpec, load_torch  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -63,9 +67,10 @@ def small_objects(widget, viewer, n: int) -> None:
     from napari_medsam.core.predictor import Predictor
     from napari_medsam.core.session import Session
 
-    if not (DATA / "manifest.json").is_file():
+    pairs = [p for p in load_manifest(DATA) if p["dataset"] == "lidc"][:n] \
+        if (DATA / "manifest.json").is_file() else []
+    if not pairs:
         return
-    pairs = [p for p in load_manifest(DATA) if p["dataset"] == "lidc"][:n]
     rows = []
     for k, pair in enumerate(pairs):
         image = read_image(DATA / pair["image"]).data
@@ -109,6 +114,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--nodules", type=int, default=6, help="small-object clicks (0: none)")
+    ap.add_argument("--profile", default="torch", choices=("torch", *ORDER),
+                    help="what decodes: torch, or an ONNX Runtime profile")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,10 +131,12 @@ def main() -> None:
     viewer = napari.Viewer(show=False)
     widget = MedSAMWidget(viewer, engine=Engine(cache_dir=tempfile.mkdtemp()))
     widget.model.device_combo.setCurrentText("cpu")
+    widget.model.profile_combo.setCurrentText(args.profile)
     widget.engine.use(model, widget.spec())
     print(f"torch threads {torch.get_num_threads()}; median of {args.repeats} prompts")
     print(f"{'image':<30} {'decode ms':>10} {'click ms':>9} {'ratio':>6} {'box ms':>7} "
           f"{'click cpu ms':>13}")
+    described = False
     for name, image, truth in cases():
         is_volume = image.ndim == 3 and image.shape[-1] != 3
         layer = viewer.add_image(image, name=name, rgb=image.ndim == 3 and not is_volume)
@@ -138,6 +147,9 @@ def main() -> None:
         truth2d = truth[z] if is_volume else truth
         widget.compute_embeddings(all_slices=False)
         widget.wait()
+        if not described:
+            print(f"decoding with {ann.session.predictor.backend.describe()}")
+            described = True
         ys, xs = np.nonzero(truth2d)
         rng = np.random.default_rng(0)
         picks = rng.integers(0, len(ys), args.repeats)

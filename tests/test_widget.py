@@ -312,6 +312,41 @@ def test_screenshot_with_mask(make_napari_viewer, model, emb_dir, tmp_path, qtbo
     assert yellow.sum() > 200  # the preview mask is drawn on the canvas, not a black frame
 
 
+def test_zoomed_in_on_a_nodule_the_click_mark_leaves_its_mask_visible(
+        make_napari_viewer, model, emb_dir, data_dir, manifest, qtbot):
+    """A user zooms in on a lung nodule and clicks it: the click mark keeps its few screen
+    pixels (it no longer grows with the zoom to cover the nodule) and the zoomed mask shows."""
+    from datahelpers import load_pair
+    from qtpy.QtGui import QGuiApplication
+
+    from napari_medsam.annotator.annotation import CLICK_MARK_PX
+    from napari_medsam.core.clicks import next_click
+
+    if QGuiApplication.platformName() != "xcb":
+        pytest.skip("canvas screenshots need an X server (Xvfb) with QT_QPA_PLATFORM=xcb")
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1200, 800)
+    widget = make_widget(viewer, model, emb_dir)
+    image, labels = load_pair(data_dir, next(p for p in manifest if p["dataset"] == "lidc"))
+    truth = labels > 0
+    viewer.add_image(image, name="lung")
+    ann = widget.current
+    widget.compute_embeddings()
+    settle(qtbot, widget)
+    click = next_click(truth)
+    viewer.scene.camera.center, viewer.scene.camera.zoom = (click.y, click.x), 8.0
+    ann.points.add([click.y, click.x])
+    ann.wait_zoom()
+    settle(qtbot, widget)
+    assert dice(ann.preview.data.astype(bool), truth) > 0.7
+    canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    red, green, blue = canvas[..., 0], canvas[..., 1], canvas[..., 2]
+    mark = (green > 200) & (red < 120) & (blue < 120)
+    preview = (red > 90) & (green > 70) & (blue < 40) & (red > green)
+    assert 0 < mark.sum() <= np.pi * (CLICK_MARK_PX[1] / 2 + 1) ** 2  # sized in image pixels: 3,297
+    assert preview.sum() > 1000  # the nodule's mask, magnified, around the mark
+
+
 def test_reader_and_writer_keep_geometry(viewer, tmp_path):
     import nibabel as nib
 

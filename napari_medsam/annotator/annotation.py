@@ -23,6 +23,9 @@ from .workers import wait_while
 POSITIVE = np.array([0.2, 1.0, 0.2, 1.0])
 NEGATIVE = np.array([1.0, 0.25, 0.25, 1.0])
 PREVIEW_RGBA = (1.0, 0.85, 0.0, 1.0)
+# a click mark's width on screen, in pixels, whatever the zoom: zoomed in on a nodule a few
+# pixels wide, a mark sized in image pixels would cover the object and its preview
+CLICK_MARK_PX = (6.0, 14.0)
 
 
 class Annotation:
@@ -84,7 +87,8 @@ class Annotation:
         )
         self.points = self.viewer.add_points(
             ndim=ndim, name=f"{name} clicks", size=max(self.shape[-2:]) / 60,
-            features={"positive": np.zeros(0, bool)}, border_color="white", **tf,
+            canvas_size_limits=CLICK_MARK_PX, features={"positive": np.zeros(0, bool)},
+            border_color="white", **tf,
         )
         self.points.current_face_color = POSITIVE
         self.points.mouse_drag_callbacks.insert(0, self._on_press)
