@@ -59,6 +59,19 @@ def settle(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
 
 
+def nodule_embedded(widget, viewer, data_dir: Path, manifest, qtbot):
+    """The first dev LIDC slice opened and embedded: (image, nodule mask, first click)."""
+    from datahelpers import load_pair
+
+    from napari_medsam.core.clicks import next_click
+
+    image, labels = load_pair(data_dir, next(p for p in manifest if p["dataset"] == "lidc"))
+    viewer.add_image(image, name="lung")
+    widget.compute_embeddings()
+    settle(qtbot, widget)
+    return image, labels > 0, next_click(labels > 0)
+
+
 def pair(data_dir: Path, rel: str):
     image = read_image(data_dir / rel).data
     truth = np.asarray(read_image(data_dir / rel.replace("/images/", "/masks/")).data)
@@ -169,17 +182,8 @@ def test_a_click_on_a_small_object_never_waits_for_its_zoom_window(widget, viewe
     """A click on a lung nodule shows the whole-image mask at once; the nodule's zoom window is
     encoded in a worker, then the preview becomes the zoomed mask: the one the core gives to a
     click that waits for the encoder."""
-    from datahelpers import load_pair
-
-    from napari_medsam.core.clicks import next_click
-
-    image, labels = load_pair(data_dir, next(p for p in manifest if p["dataset"] == "lidc"))
-    truth = labels > 0
-    viewer.add_image(image, name="lung")
+    image, truth, click = nodule_embedded(widget, viewer, data_dir, manifest, qtbot)
     ann = widget.current
-    widget.compute_embeddings()
-    settle(qtbot, widget)
-    click = next_click(truth)
     predictor, encoded_on = ann.session.predictor, []
     encode = predictor.compute_embedding
 
@@ -316,24 +320,17 @@ def test_zoomed_in_on_a_nodule_the_click_mark_leaves_its_mask_visible(
         make_napari_viewer, model, emb_dir, data_dir, manifest, qtbot):
     """A user zooms in on a lung nodule and clicks it: the click mark keeps its few screen
     pixels (it no longer grows with the zoom to cover the nodule) and the zoomed mask shows."""
-    from datahelpers import load_pair
     from qtpy.QtGui import QGuiApplication
 
     from napari_medsam.annotator.annotation import CLICK_MARK_PX
-    from napari_medsam.core.clicks import next_click
 
     if QGuiApplication.platformName() != "xcb":
         pytest.skip("canvas screenshots need an X server (Xvfb) with QT_QPA_PLATFORM=xcb")
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(1200, 800)
     widget = make_widget(viewer, model, emb_dir)
-    image, labels = load_pair(data_dir, next(p for p in manifest if p["dataset"] == "lidc"))
-    truth = labels > 0
-    viewer.add_image(image, name="lung")
+    _, truth, click = nodule_embedded(widget, viewer, data_dir, manifest, qtbot)
     ann = widget.current
-    widget.compute_embeddings()
-    settle(qtbot, widget)
-    click = next_click(truth)
     viewer.scene.camera.center, viewer.scene.camera.zoom = (click.y, click.x), 8.0
     ann.points.add([click.y, click.x])
     ann.wait_zoom()
