@@ -94,8 +94,6 @@ def trace(predictor, t: bench.Target, settings: PropagationSettings) -> dict:
            "bound_inter": bound_inter, "bound_pred": bound_pred,
            "start_inter": int((start.mask & t.truth[z0]).sum()),
            "start_area": int(start.mask.sum()), "extent": [int(zs.min()), int(zs.max())],
-           "start_mean": reference.mean if reference else None,
-           "start_std": reference.std if reference else None,
            "steps": {}}
     for direction, step in (("up", 1), ("down", -1)):
         prev, steps, z = start, [], z0 + step
@@ -117,9 +115,7 @@ def signals(predictor, new: SliceMask, prev: SliceMask, reference: Intensity | N
     y, x = interior_point(prev.mask)  # the click decoder's opinion of the same object
     click = predictor.predict(points=np.array([[float(x), float(y)]]), labels=np.array([1]),
                               box=bbox(prev.mask, settings.margin), zoom=False)
-    here = Intensity.of(predictor.image, new.mask)
     return {"z": z, **asdict(Signals.of(new, prev, reference, predictor.image)),
-            "mean": here.mean if here else None, "std": here.std if here else None,
             "click_agreement": dice(click.masks[0], new.mask),
             "inter": int((new.mask & truth).sum()), "truth": int(truth.sum())}
 
