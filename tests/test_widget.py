@@ -195,9 +195,11 @@ def test_a_click_on_a_small_object_never_waits_for_its_zoom_window(widget, viewe
     ann.points.add([click.y, click.x])
     assert True not in encoded_on  # the click itself ran no encoder on the UI thread
     assert ann.session.state.pending is not None and ann.zoom_workers
+    assert "zooming in" in viewer.status  # the status bar says why the mask will change
     first = ann.preview.data.astype(bool)  # on screen before the window is encoded
     ann.wait_zoom()
     zoomed = ann.preview.data.astype(bool)
+    assert viewer.status == "Zoomed in on the small object."
     assert encoded_on and not any(encoded_on)  # its window was encoded in the worker
     assert ann.session.state.pending is None and ann.session.state.window is not None
     core = Session(ann.session.predictor, preset=ann.preset)

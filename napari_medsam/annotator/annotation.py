@@ -286,6 +286,7 @@ class Annotation:
                                        "The whole-image mask is kept.")
                 return
             self._show(self.current_z)
+            self.viewer.status = "Zoomed in on the small object."
             self._zoom_later()  # the zoomed mask may ask for a larger or tighter window
 
         def failed(exc):
@@ -296,6 +297,7 @@ class Annotation:
         worker.returned.connect(encoded)
         worker.errored.connect(failed)
         worker.start()
+        self.viewer.status = "Small object: zooming in (the mask sharpens in a moment)..."
 
     def wait_zoom(self, timeout_s: float = 60.0) -> None:
         """Block (processing Qt events) until no zoom window is being encoded; for tests."""
