@@ -123,13 +123,35 @@ def compare(shipped: Path, fresh: Path, manifest: dict) -> list[str]:
         if file_sha256(old) != stored["files"].get(old.name, stored["heads"].get(
                 old.parent.name)):
             problems.append(f"{old} does not match its recorded sha256")
-        tol = 2e-2 if "int8" in old.name else 1e-4
+        if "int8" in old.name:  # see `requantized`
+            new, what = requantized(old, fresh / "requantized"), "its fp32 file quantized again"
+        else:
+            what = "a fresh export"
         for a, b in zip(outputs(old, kind, np.random.default_rng(0)),
                         outputs(new, kind, np.random.default_rng(0)), strict=True):
             err = float(np.abs(a - b).max() / max(1.0, np.abs(b).max()))
-            if err > tol:
-                problems.append(f"{old.name}: outputs differ from a fresh export by {err:.2g}")
+            if err > 1e-4:
+                problems.append(f"{old.name}: outputs differ from {what} by {err:.2g}")
     return problems
+
+
+def requantized(int8: Path, folder: Path) -> Path:
+    """The shipped fp32 model next to `int8`, quantized again as the export does.
+
+    An int8 file is checked against its own fp32 file (itself checked against a fresh export),
+    not against a fresh int8 export: the export folds a few weights on the CPU, which moves them
+    by ~1e-6 from one processor to another, and dynamic int8 turns that into a 3 % difference in
+    the encoder's output (measured) while quantizing one fp32 file is exact on any machine.
+    """
+    from napari_medsam.core.backends.quantize import quantize_dynamic_int8, quantize_encoder
+
+    folder.mkdir(exist_ok=True)
+    fp32, out = int8.with_name(int8.name.replace("-int8-", "-fp32-")), folder / int8.name
+    if "encoder" in int8.name:
+        quantize_encoder(fp32, out, None, "int8")
+    else:
+        quantize_dynamic_int8(fp32, out)
+    return out
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """The ONNX models shipped for the light install are what the package's weights export to today:
 the same LiteMedSAM weights, the same click adapter, the same heads, and outputs equal to a fresh
-export (scripts/export_onnx.py --check). A changed adapter or head without a re-export fails here.
+export (scripts/export_onnx.py --check; an int8 file: equal to its fp32 file quantized again). A
+changed adapter or head without a re-export fails here.
 """
 
 from __future__ import annotations
