@@ -26,6 +26,7 @@ PREVIEW_RGBA = (1.0, 0.85, 0.0, 1.0)
 # a click mark's width on screen, in pixels, whatever the zoom: zoomed in on a nodule a few
 # pixels wide, a mark sized in image pixels would cover the object and its preview
 CLICK_MARK_PX = (6.0, 14.0)
+ZOOMING = "Small object: zooming in (the mask sharpens in a moment)..."  # status bar meanwhile
 
 
 class Annotation:
@@ -272,6 +273,8 @@ class Annotation:
             self._zooming.discard(wanted)
             if worker in self.zoom_workers:
                 self.zoom_workers.remove(worker)
+            if not self.zoom_workers and self.viewer.status == ZOOMING:
+                self.viewer.status = "Ready"  # failed or overtaken: the message is no longer true
 
         def encoded(_):
             ended()
@@ -297,7 +300,7 @@ class Annotation:
         worker.returned.connect(encoded)
         worker.errored.connect(failed)
         worker.start()
-        self.viewer.status = "Small object: zooming in (the mask sharpens in a moment)..."
+        self.viewer.status = ZOOMING
 
     def wait_zoom(self, timeout_s: float = 60.0) -> None:
         """Block (processing Qt events) until no zoom window is being encoded; for tests."""
