@@ -1,6 +1,8 @@
 """Automatic heads on volumes: slice by slice vs as a volume (`autoseg.volume`), 3D Dice per
 structure on the dev patients' stacks (ACDC + MS-CMR for cardiac-mri, CHAOS for abdomen-mri),
-and the 2D per-slice Dice of the head next to a ground-truth box (the box-prompt bound).
+and the 2D per-slice Dice of both modes next to a ground-truth box on each slice (the box-prompt
+bound), scored as `autoseg.evaluate` scores a head: a structure drawn on a slice without it counts
+as 0, the box only where the structure is.
 
     python benchmarks/bench_autoseg_volume.py --cache-dir /work/cache/emb
 """
@@ -21,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from napari_medsam.core.autoseg import list_heads, load_head, segment_volume  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.intensity import get_preset  # noqa: E402
-from napari_medsam.core.metrics import dice  # noqa: E402
+from napari_medsam.core.metrics import bbox, dice  # noqa: E402
 from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E402
 from napari_medsam.core.slice_stacks import stacks  # noqa: E402
 
@@ -34,6 +36,21 @@ def as_session(predictor, stack):
     of the 2D slices, already in the cache)."""
     return SimpleNamespace(predictor=predictor, image=stack.image, n_slices=len(stack.image),
                            embed=lambda z: predictor.set_image(stack.image[z], MRI))
+
+
+def per_slice(pred: np.ndarray, truth: np.ndarray) -> list[float]:
+    """2D Dice of each slice that holds the structure or where it was drawn."""
+    return [dice(p, t) for p, t in zip(pred, truth, strict=True) if t.any() or p.any()]
+
+
+def box_bound(session, truth: np.ndarray) -> list[float]:
+    """2D Dice of the model's mask for the ground truth's box (+5 px) on each slice holding it."""
+    out = []
+    for z in np.nonzero(truth.any(axis=(1, 2)))[0]:
+        session.embed(int(z))
+        mask = session.predictor.predict(box=bbox(truth[z], 5), zoom=False).masks[0]
+        out.append(dice(mask, truth[z]))
+    return out
 
 
 def main() -> int:
@@ -59,6 +76,7 @@ def main() -> int:
                 continue
             head = load_head(name, predictor)
             scores = {mode: {n: [] for n in head.names} for mode in ("slices", "volume")}
+            flat = {mode: {n: [] for n in head.names} for mode in ("slices", "volume", "box")}
             for stack in found:
                 session = as_session(predictor, stack)
                 for mode, consistent in (("slices", False), ("volume", True)):
@@ -67,8 +85,13 @@ def main() -> int:
                         truth = stack.labels == value
                         if truth.any():
                             scores[mode][struct].append(dice(labels == value, truth))
+                        flat[mode][struct] += per_slice(labels == value, truth)
+                for value, struct in zip(head.structures, head.names, strict=True):
+                    flat["box"][struct] += box_bound(session, stack.labels == value)
             entry = {mode: {n: round(float(np.mean(v)), 4) for n, v in s.items()}
                      for mode, s in scores.items()}
+            entry["per_slice"] = {mode: {n: round(float(np.mean(v)), 4) for n, v in s.items()}
+                                  for mode, s in flat.items()}
             entry["volumes"] = len(found)
             results[name] = entry
             print(name, json.dumps(entry), flush=True)

@@ -230,6 +230,33 @@ def test_session_auto_then_commit(dev_predictor, camus_images):
         s.auto("camus-patch", mode="magic")
 
 
+def _per_slice_dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean 2D Dice over the slices holding the structure or where it was drawn (as
+    `autoseg.evaluate` scores a head)."""
+    return float(np.mean([dice(p, t) for p, t in zip(pred, truth, strict=True)
+                          if p.any() or t.any()]))
+
+
+@pytest.mark.slow
+def test_volume_mode_segments_a_dev_stack_better_than_slice_by_slice(dev_predictor, data_dir):
+    """A dev cardiac stack (6 slices, ACDC end-systole) through `Session.auto_volume`: on its own
+    the head misses the LV on a slice near the apex; the volume mode re-segments it from its
+    neighbours' box. Measured (`accurate`, 2D slices): LV per slice 0.792 -> 0.889, 3D 0.875 ->
+    0.953."""
+    from napari_medsam.core.slice_stacks import stacks
+
+    stack = next(s for s in stacks(data_dir, ["acdc"]) if s.name == "patient077_frame09")
+    session = Session(dev_predictor, preset="mri")
+    session.set_image(stack.image.astype(np.float32), is_volume=True)
+    truth = stack.labels == 3
+    alone = session.auto_volume("cardiac-mri-patch", consistent=False, commit=False) == 3
+    joint = session.auto_volume("cardiac-mri-patch", consistent=True, commit=False) == 3
+    per_slice = _per_slice_dice(alone, truth), _per_slice_dice(joint, truth)
+    assert per_slice[1] > per_slice[0] + 0.05 and per_slice[1] > 0.85, per_slice
+    assert dice(joint, truth) > dice(alone, truth) and dice(joint, truth) > 0.92
+    assert not session.labels.any()  # nothing committed unless asked
+
+
 @pytest.mark.slow
 def test_cli_auto_writes_labels(data_dir, manifest, tmp_path):
     from napari_medsam.cli import main
