@@ -237,6 +237,20 @@ def _per_slice_dice(pred: np.ndarray, truth: np.ndarray) -> float:
                           if p.any() or t.any()]))
 
 
+def test_trim_ends_drops_a_sliver_past_the_structure_only():
+    from napari_medsam.core.autoseg.volume import trim_ends
+
+    mask = np.zeros((6, 20, 20), bool)
+    mask[1:4, 5:15, 5:15] = True  # 100 px per slice
+    mask[0, 9:11, 9:11] = True  # 4 px before it: a sliver, dropped
+    mask[4, 6:14, 6:14] = True  # 64 px after it: the structure narrowing, kept
+    out = trim_ends(mask)
+    assert not out[0].any() and (out[1:] == mask[1:]).all()
+    short = np.zeros_like(mask)
+    short[2, 9:11, 9:11] = short[3, 5:15, 5:15] = True  # two slices: nothing says which is wrong
+    assert (trim_ends(short) == short).all()
+
+
 @pytest.mark.slow
 def test_volume_mode_segments_a_dev_stack_better_than_slice_by_slice(dev_predictor, data_dir):
     """A dev cardiac stack (6 slices, ACDC end-systole) through `Session.auto_volume`: on its own
