@@ -17,6 +17,7 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from napari_medsam.annotator.annotation import NEGATIVE, POSITIVE  # noqa: E402
 from napari_medsam.annotator.engine import Engine  # noqa: E402
 from napari_medsam.annotator.geometry import rect  # noqa: E402
 from napari_medsam.annotator.launch import launch  # noqa: E402
@@ -147,6 +148,7 @@ def test_rgb_negative_click_and_disk_cache(widget, viewer, model, data_dir, qtbo
     ann._on_press(ann.points, SimpleNamespace(button=2, modifiers=()))  # a right click
     ann.points.add([ys.mean(), xs.mean()])
     assert ann.points.features["positive"].tolist() == [False]
+    assert np.allclose(ann.points.face_color, [NEGATIVE])  # added with its colour
     # the preview is what the core gives for a *negative* click there (not a positive one)
     x, y = float(xs.mean()), float(ys.mean())
 
@@ -162,8 +164,16 @@ def test_rgb_negative_click_and_disk_cache(widget, viewer, model, data_dir, qtbo
     press(viewer, "Control-Z")  # undo the click: the box mask is back
     assert np.array_equal(ann.preview.data.astype(bool), mask)
     widget.prompts.negative_check.setChecked(True)  # now a plain left click excludes
+    ann._on_press(ann.points, SimpleNamespace(button=1, modifiers=()))
     ann.points.add([ys.mean(), xs.mean()])
     assert ann.points.features["positive"].tolist() == [False]
+    ann._on_press(ann.points, SimpleNamespace(button=2, modifiers=()))  # a right click includes
+    ann.points.add([ys.mean() + 2, xs.mean()])
+    assert ann.points.features["positive"].tolist() == [False, True]
+    assert np.allclose(ann.points.face_color, [NEGATIVE, POSITIVE])
+    ann.points.add([ys.mean() + 4, xs.mean()])  # no press (a script): the sign is set after
+    assert ann.points.features["positive"].tolist() == [False, True, False]
+    assert np.allclose(ann.points.face_color, [NEGATIVE, POSITIVE, NEGATIVE])
     press(viewer, "Escape")
     assert len(ann.points.data) == 0 and len(ann.boxes.data) == 0 and not ann.preview.data.any()
 

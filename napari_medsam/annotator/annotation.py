@@ -181,9 +181,13 @@ class Annotation:
         return bool(self._points_at(z)[0]) or self._box_at(z) is not None
 
     def _on_press(self, layer, event):
-        """Right click or Ctrl+click adds a negative point (napari's add mode does the adding)."""
+        """Right click or Ctrl+click adds a negative point (napari's add mode does the adding).
+        The point is added with its sign and colour already (no second write to the layer)."""
         self.negative_click = event.button == 2 or "Control" in event.modifiers
-        layer.selected_data = set()
+        layer.selected_data = set()  # before the defaults: napari recolours selected points
+        positive = self.negative_mode == self.negative_click
+        layer.feature_defaults = {"positive": positive}
+        layer.current_face_color = POSITIVE if positive else NEGATIVE
 
     def _on_points(self, event) -> None:
         if self._syncing or getattr(event, "action", None) not in ("added", "removed", "changed"):
@@ -197,13 +201,16 @@ class Annotation:
         self.negative_click = False
         n = len(self.points.data)
         new = sorted({int(i) % n for i in event.data_indices})
-        with self._sync():
-            feats = self.points.features.copy()
-            feats.loc[new, "positive"] = positive
-            self.points.features = feats
+        with self._sync():  # only where napari's defaults did not already set them (~2 ms)
+            if not (self.points.features.loc[new, "positive"] == positive).all():
+                feats = self.points.features.copy()
+                feats.loc[new, "positive"] = positive
+                self.points.features = feats
             colors = np.array(self.points.face_color, dtype=float)
-            colors[new] = POSITIVE if positive else NEGATIVE
-            self.points.face_color = colors
+            want = POSITIVE if positive else NEGATIVE
+            if not np.allclose(colors[new], want):
+                colors[new] = want
+                self.points.face_color = colors
         for i in new:
             coords = np.asarray(self.points.data[i])
             self._go_to(self._z(coords))
