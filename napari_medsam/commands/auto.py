@@ -30,7 +30,8 @@ def register(sub) -> None:
                    help="how the head prompts the model (default: the head's validated choice)")
     p.add_argument("--slice", type=arg(checks.whole, minimum=0), default=None,
                    help="volumes: only this slice (default: every slice, then each structure "
-                        "made consistent across slices: islands dropped, gaps filled)")
+                        "made consistent across slices: islands and end slivers dropped, "
+                        "gaps filled, one more slice tried past each end)")
     p.add_argument("--slice-by-slice", action="store_true",
                    help="volumes: keep every slice as the head segmented it (no consistency "
                         "pass across slices)")

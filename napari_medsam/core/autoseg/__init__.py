@@ -7,7 +7,7 @@
 - train.py: the small two-phase training loop. evaluate.py: Dice per structure and mode.
 - infer.py: run a head on the current image -> label map (torch-free on an ONNX backend).
 - store.py: find/load heads (torch-free); torch_run.py: the torch side (load, run, save, export).
-- volume.py: a volume as a volume (islands dropped, gaps filled, ends tried across slices).
+- volume.py: a volume as a volume (islands and end slivers dropped, gaps filled, ends tried).
 
 Names are imported on first use, so `from napari_medsam.core.autoseg import load_head` does not
 import torch (the light install runs heads with onnxruntime).
