@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.autoseg import list_heads, load_head, segment_volume  # noqa: E402
+from napari_medsam.core.autoseg.evaluate import per_slice_dice  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.intensity import get_preset  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
@@ -36,11 +37,6 @@ def as_session(predictor, stack):
     of the 2D slices, already in the cache)."""
     return SimpleNamespace(predictor=predictor, image=stack.image, n_slices=len(stack.image),
                            embed=lambda z: predictor.set_image(stack.image[z], MRI))
-
-
-def per_slice(pred: np.ndarray, truth: np.ndarray) -> list[float]:
-    """2D Dice of each slice that holds the structure or where it was drawn."""
-    return [dice(p, t) for p, t in zip(pred, truth, strict=True) if t.any() or p.any()]
 
 
 def box_bound(session, truth: np.ndarray) -> list[float]:
@@ -85,7 +81,7 @@ def main() -> int:
                         truth = stack.labels == value
                         if truth.any():
                             scores[mode][struct].append(dice(labels == value, truth))
-                        flat[mode][struct] += per_slice(labels == value, truth)
+                        flat[mode][struct] += per_slice_dice(labels == value, truth)
                 for value, struct in zip(head.structures, head.names, strict=True):
                     flat["box"][struct] += box_bound(session, stack.labels == value)
             entry = {mode: {n: round(float(np.mean(v)), 4) for n, v in s.items()}

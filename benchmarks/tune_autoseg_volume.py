@@ -29,6 +29,7 @@ import train_heads  # noqa: E402
 
 from napari_medsam.core.autoseg import load_head, segment_volume  # noqa: E402
 from napari_medsam.core.autoseg import volume as vol  # noqa: E402
+from napari_medsam.core.autoseg.evaluate import per_slice_dice  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E402
 from napari_medsam.core.slice_stacks import stacks  # noqa: E402
@@ -69,7 +70,7 @@ def grid_scores(predictor, head, found) -> dict[tuple, float]:
                 setattr(vol, name, value)
             labels = vol.make_consistent(session, alone, head.structures)
             for value, struct in zip(head.structures, head.names, strict=True):
-                scores[point][struct] += bench.per_slice(labels == value, stack.labels == value)
+                scores[point][struct] += per_slice_dice(labels == value, stack.labels == value)
     return {p: float(np.mean([np.mean(v) for v in s.values()])) for p, s in scores.items()}
 
 

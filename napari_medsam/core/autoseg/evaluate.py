@@ -72,6 +72,12 @@ def evaluate_head(
     return records
 
 
+def per_slice_dice(pred: np.ndarray, truth: np.ndarray) -> list[float]:
+    """2D Dice of each slice of a (Z, H, W) structure that holds it or where it was drawn: the
+    rule `evaluate_head` scores a 2D example by, applied to every slice of a volume."""
+    return [dice(p, t) for p, t in zip(pred, truth, strict=True) if t.any() or p.any()]
+
+
 def all_mode_combinations(n_structures: int) -> list[list[str]]:
     """Every assignment of a mode to each structure (27 for three structures)."""
     return [list(c) for c in itertools.product(MODES, repeat=n_structures)]
