@@ -2,7 +2,9 @@
 structure on the dev patients' stacks (ACDC + MS-CMR for cardiac-mri, CHAOS for abdomen-mri),
 and the 2D per-slice Dice of both modes next to a ground-truth box on each slice (the box-prompt
 bound), scored as `autoseg.evaluate` scores a head: a structure drawn on a slice without it counts
-as 0, the box only where the structure is.
+as 0, the box only where the structure is. `presence` splits that loss: the Dice on the slices
+that hold the structure (the box's slices; a slice missed counts 0), and the number of slices
+drawn without the structure and missed.
 
     python benchmarks/bench_autoseg_volume.py --cache-dir /work/cache/emb
 """
@@ -21,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from napari_medsam.core.autoseg import list_heads, load_head, segment_volume  # noqa: E402
-from napari_medsam.core.autoseg.evaluate import per_slice_dice  # noqa: E402
+from napari_medsam.core.autoseg.evaluate import per_slice_dice, presence_split  # noqa: E402
 from napari_medsam.core.embeddings import EmbeddingCache  # noqa: E402
 from napari_medsam.core.intensity import get_preset  # noqa: E402
 from napari_medsam.core.metrics import bbox, dice  # noqa: E402
@@ -73,6 +75,7 @@ def main() -> int:
             head = load_head(name, predictor)
             scores = {mode: {n: [] for n in head.names} for mode in ("slices", "volume")}
             flat = {mode: {n: [] for n in head.names} for mode in ("slices", "volume", "box")}
+            split = {mode: {n: [[], 0, 0] for n in head.names} for mode in ("slices", "volume")}
             for stack in found:
                 session = as_session(predictor, stack)
                 for mode, consistent in (("slices", False), ("volume", True)):
@@ -82,12 +85,21 @@ def main() -> int:
                         if truth.any():
                             scores[mode][struct].append(dice(labels == value, truth))
                         flat[mode][struct] += per_slice_dice(labels == value, truth)
+                        held, extra, missed = presence_split(labels == value, truth)
+                        acc = split[mode][struct]
+                        acc[0] += held
+                        acc[1] += extra
+                        acc[2] += missed
                 for value, struct in zip(head.structures, head.names, strict=True):
                     flat["box"][struct] += box_bound(session, stack.labels == value)
             entry = {mode: {n: round(float(np.mean(v)), 4) for n, v in s.items()}
                      for mode, s in scores.items()}
             entry["per_slice"] = {mode: {n: round(float(np.mean(v)), 4) for n, v in s.items()}
                                   for mode, s in flat.items()}
+            entry["presence"] = {  # where the per-slice Dice is lost: see the docstring
+                mode: {n: {"held": round(float(np.mean(v[0])), 4), "held_slices": len(v[0]),
+                           "drawn_without": v[1], "missed": v[2]} for n, v in s.items()}
+                for mode, s in split.items()}
             entry["volumes"] = len(found)
             results[name] = entry
             print(name, json.dumps(entry), flush=True)

@@ -244,6 +244,19 @@ def test_trim_ends_drops_a_sliver_past_the_structure_only():
     assert (trim_ends(short) == short).all()
 
 
+def test_presence_split_separates_shape_error_from_slices_drawn_or_missed():
+    from napari_medsam.core.autoseg.evaluate import per_slice_dice, presence_split
+
+    truth = np.zeros((5, 10, 10), bool)
+    truth[1:4, 2:8, 2:8] = True
+    pred = np.zeros_like(truth)
+    pred[0, 2:8, 2:8] = True  # drawn on a slice without it
+    pred[1:3, 2:8, 2:8] = True  # exact on two slices; slice 3 missed
+    held, drawn_without, missed = presence_split(pred, truth)
+    assert held == [1.0, 1.0, 0.0] and (drawn_without, missed) == (1, 1)
+    assert per_slice_dice(pred, truth) == [0.0, 1.0, 1.0, 0.0]  # both errors count 0 there
+
+
 @pytest.mark.slow
 def test_volume_mode_segments_a_dev_stack_better_than_slice_by_slice(dev_predictor, data_dir):
     """A dev cardiac stack (6 slices, ACDC end-systole) through `Session.auto_volume`: on its own

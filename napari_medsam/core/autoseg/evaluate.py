@@ -78,6 +78,16 @@ def per_slice_dice(pred: np.ndarray, truth: np.ndarray) -> list[float]:
     return [dice(p, t) for p, t in zip(pred, truth, strict=True) if t.any() or p.any()]
 
 
+def presence_split(pred: np.ndarray, truth: np.ndarray) -> tuple[list[float], int, int]:
+    """Where a (Z, H, W) structure's per-slice Dice is lost: (2D Dice of each slice that holds
+    it, 0 where it was missed; slices drawn without it; slices missed). The first list is
+    scored on the slices a box prompt is scored on; the counts are the head's presence errors."""
+    held = [dice(p, t) for p, t in zip(pred, truth, strict=True) if t.any()]
+    drawn = pred.any(axis=(1, 2))
+    holds = truth.any(axis=(1, 2))
+    return held, int((drawn & ~holds).sum()), int((holds & ~drawn).sum())
+
+
 def all_mode_combinations(n_structures: int) -> list[list[str]]:
     """Every assignment of a mode to each structure (27 for three structures)."""
     return [list(c) for c in itertools.product(MODES, repeat=n_structures)]
