@@ -12,7 +12,7 @@ run: $(STAMP)
 
 test: system-deps $(STAMP)
 	$(PY) -m ruff check napari_medsam tests benchmarks scripts slicer_extension
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=20
 	$(MAKE) test-slicer
 	$(MAKE) test-light
 

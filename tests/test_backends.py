@@ -204,6 +204,27 @@ def test_pack_prompts_like_segment_anything():
     assert labels.tolist() == [[2.0, 3.0]] * 2 and coords[1, 1].tolist() == [30.0, 40.0]
 
 
+def test_exact_int8_kernels_only_on_cpus_without_vnni():
+    """Without VNNI, onnxruntime's fast int8 products saturate (box masks agreed 0.96 with torch
+    on such a CPU): its exact kernels are asked for there, and only there."""
+    from napari_medsam.core.backends.onnx_backend import (
+        int8_needs_exact_kernels,
+        lacks_vnni,
+        session_options,
+    )
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+    assert lacks_vnni(zen3) and lacks_vnni("no flags line here")
+    assert not lacks_vnni(zen3.replace("avx2", "avx2 avx512f avx512_vnni"))
+    assert not lacks_vnni(zen3.replace("avx2", "avx2 avx_vnni"))  # Alder Lake and later
+    opts = session_options(1)
+    if int8_needs_exact_kernels():  # this CPU: the exact kernels
+        assert opts.get_session_config_entry("session.x64quantprecision") == "1"
+    else:
+        with pytest.raises(RuntimeError):  # onnxruntime's default (not set)
+            opts.get_session_config_entry("session.x64quantprecision")
+
+
 def test_cache_ids_keep_int8_and_fp32_apart(backends, data_dir, manifest):
     image, _ = load_pair(data_dir, [p for p in manifest if p["dataset"] == "camus"][0])
     keys = {n: Predictor(backend=b).image_key(image) for n, b in backends.items()}
@@ -420,9 +441,13 @@ def test_auto_picks_the_most_accurate_profile_within_budget():
     assert choose_auto(costs, Budget(click_ms=1, encode_ms=1)) == "fast"  # nothing fits
 
 
-def test_profile_costs_are_measured_once_and_auto_uses_them(base_info, exported):
+def test_profile_costs_are_measured_once_and_auto_uses_them(base_info, exported, tmp_path,
+                                                            monkeypatch):
     from napari_medsam.core.profiles import profile_costs
 
+    # its own cache: the costs measured here would otherwise steer every later `auto` predictor
+    # of the run (on a slow CPU to an int8 profile, under Dice thresholds set for fp32)
+    monkeypatch.setenv("NAPARI_MEDSAM_CACHE", str(tmp_path))
     costs = profile_costs(base_info, threads=2, folder=exported, repeats=1)
     assert set(costs) == set(PROFILES)
     assert all(c.encode_ms > 0 and c.click_ms > 0 for c in costs.values())
