@@ -22,7 +22,7 @@ from napari_medsam.core.backends import encoder_openvino, onnx_backend_for
 from napari_medsam.core.backends import preprocess as pp
 from napari_medsam.core.backends.base import OUTSIDE_LOGIT
 from napari_medsam.core.backends.export import decoder_file, encoder_file, ensure_decoder
-from napari_medsam.core.backends.onnx_backend import OnnxBackend, pack_prompts
+from napari_medsam.core.backends.onnx_backend import OnnxBackend
 from napari_medsam.core.backends.torch_backend import TorchBackend
 from napari_medsam.core.backends.weights import ModelInfo, adapter_identity
 from napari_medsam.core.embeddings import EmbeddingCache
@@ -186,43 +186,6 @@ def test_token_pausing_changes_only_what_it_must(backends):
     assert np.array_equal(paused != OUTSIDE_LOGIT, inside)
     assert not np.allclose(paused[inside], exact[inside])  # the paused tokens did matter ...
     assert ((paused[inside] > 0) == (exact[inside] > 0)).mean() > 0.9  # ... but not much
-
-
-def test_region_cells_widen_to_a_minimum_and_stay_inside():
-    from napari_medsam.core.backends.onnx_backend import region_cells
-
-    rows, cols = region_cells(None, np.array([[0.0, 0.0, 8.0, 8.0]]), 0.25, 4.0, 64, min_cells=32)
-    assert (rows[0], rows[-1], len(rows)) == (0, 31, 32) and len(cols) == 32
-    rows, _ = region_cells(None, np.array([[120.0, 120.0, 130.0, 130.0]]), 0.0, 4.0, 64, 32)
-    assert len(rows) == 32 and rows[0] <= 120 // 4 and rows[-1] >= 130 // 4
-
-
-def test_pack_prompts_like_segment_anything():
-    coords, labels = pack_prompts(np.array([[[5.0, 6.0]]]), np.array([[1]]), None, 1)
-    assert coords.shape == (1, 2, 2) and labels.tolist() == [[1.0, -1.0]]  # padding point
-    coords, labels = pack_prompts(None, None, np.array([[1.0, 2.0, 30.0, 40.0]] * 2), 2)
-    assert labels.tolist() == [[2.0, 3.0]] * 2 and coords[1, 1].tolist() == [30.0, 40.0]
-
-
-def test_exact_int8_kernels_only_on_cpus_without_vnni():
-    """Without VNNI, onnxruntime's fast int8 products saturate (box masks agreed 0.96 with torch
-    on such a CPU): its exact kernels are asked for there, and only there."""
-    from napari_medsam.core.backends.onnx_backend import (
-        int8_needs_exact_kernels,
-        lacks_vnni,
-        session_options,
-    )
-
-    zen3 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
-    assert lacks_vnni(zen3) and lacks_vnni("no flags line here")
-    assert not lacks_vnni(zen3.replace("avx2", "avx2 avx512f avx512_vnni"))
-    assert not lacks_vnni(zen3.replace("avx2", "avx2 avx_vnni"))  # Alder Lake and later
-    opts = session_options(1)
-    if int8_needs_exact_kernels():  # this CPU: the exact kernels
-        assert opts.get_session_config_entry("session.x64quantprecision") == "1"
-    else:
-        with pytest.raises(RuntimeError):  # onnxruntime's default (not set)
-            opts.get_session_config_entry("session.x64quantprecision")
 
 
 def test_cache_ids_keep_int8_and_fp32_apart(backends, data_dir, manifest):
