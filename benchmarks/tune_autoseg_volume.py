@@ -1,6 +1,7 @@
 """Fit the automatic heads' volume-mode thresholds (`autoseg.volume`: the end step's score and
-overlap, the end-sliver fraction) on the training patients held back when the heads' modes were
-chosen (`scripts/train_heads.py`'s split), and show the same grid on the dev patients.
+overlap, the end-sliver fraction, the smallest piece kept) on the training patients held back
+when the heads' modes were chosen (`scripts/train_heads.py`'s split), and show the same grid on
+the dev patients.
 
 Each stack is segmented slice by slice once; every grid point then only re-runs the volume pass
 (its box decodes are memoised). Scored per slice as `autoseg.evaluate` scores a head. How the
@@ -35,7 +36,8 @@ from napari_medsam.core.runtime import RuntimeSpec, build_predictor  # noqa: E40
 from napari_medsam.core.slice_stacks import stacks  # noqa: E402
 
 GRID = {"MIN_END_SCORE": [0.7, 0.8, 0.9], "MIN_END_OVERLAP": [0.0, 0.3, 0.5],
-        "MIN_END_FRACTION": [0.0, 0.1, 0.2, 0.3, 0.5]}
+        "MIN_END_FRACTION": [0.0, 0.1, 0.2, 0.3, 0.5],
+        "MIN_PIECE_FRACTION": [0.0, 0.05, 0.1, 0.2, 1.0]}
 
 
 def held_back(train: str, task: str) -> set[str]:
@@ -68,7 +70,8 @@ def grid_scores(predictor, head, found) -> dict[tuple, float]:
         for point in points:
             for name, value in zip(GRID, point, strict=True):
                 setattr(vol, name, value)
-            labels = vol.make_consistent(session, alone, head.structures)
+            labels = vol.make_consistent(session, alone, head.structures,
+                                         one_object=head.keep_largest)
             for value, struct in zip(head.structures, head.names, strict=True):
                 scores[point][struct] += per_slice_dice(labels == value, stack.labels == value)
     return {p: float(np.mean([np.mean(v) for v in s.values()])) for p, s in scores.items()}

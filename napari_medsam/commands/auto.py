@@ -31,7 +31,8 @@ def register(sub) -> None:
     p.add_argument("--slice", type=arg(checks.whole, minimum=0), default=None,
                    help="volumes: only this slice (default: every slice, then each structure "
                         "made consistent across slices: islands and end slivers dropped, "
-                        "gaps filled, one more slice tried past each end)")
+                        "gaps filled, one more slice tried past each end, small pieces apart "
+                        "from a structure's main one dropped)")
     p.add_argument("--slice-by-slice", action="store_true",
                    help="volumes: keep every slice as the head segmented it (no consistency "
                         "pass across slices)")
